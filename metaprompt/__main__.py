@@ -1,0 +1,5 @@
+import sys
+
+from metaprompt.cli import main
+
+sys.exit(main())

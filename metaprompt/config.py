@@ -1,0 +1,397 @@
+"""Typed run configuration: dataclasses, YAML files and ``--set key=value`` overrides.
+
+Every value is checked where it is built, so a bad config fails before any model is
+loaded, with a message that names the key (and the file), and suggests the nearest
+key when one does not exist.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+DATASETS = ("huffpost", "amazon", "reuters", "20news", "custom")
+ALGORITHMS = ("maml", "fomaml", "maml++", "reptile")
+ENGINES = ("torch_func", "higher")
+PROMPT_KINDS = ("embedding", "ptuning", "prefix", "pool")
+PROMPT_INITS = ("random", "vocab", "label_words", "text")
+VERBALIZER_KINDS = ("label_words", "soft", "proto", "repverb", "hybrid")
+LEARNABLE_GROUPS = ("prompt", "verbalizer")
+ADAPT_MODES = ("sgd", "adamw")
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid; the message says which and why."""
+
+
+def _check(cond: bool, key: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(f"config key '{key}': {message}")
+
+
+def _positive(value: float, key: str, allow_zero: bool = False) -> None:
+    ok = value >= 0 if allow_zero else value > 0
+    bound = "≥ 0" if allow_zero else "> 0"
+    _check(ok and math.isfinite(value), key, f"must be a finite number {bound}, got {value!r}")
+
+
+def _choice(value: str, key: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        near = difflib.get_close_matches(str(value), choices, n=1)
+        hint = f" Did you mean '{near[0]}'?" if near else ""
+        raise ConfigError(f"config key '{key}': unknown value {value!r}; choose one of {', '.join(choices)}.{hint}")
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "huffpost"
+    path: str | None = None  # data file of a custom data set
+    splits: str | None = None  # class-split file of a custom data set
+    dir: str | None = None  # data directory (else $METAPROMPT_DATA, ./data, the download cache)
+    n_way: int = 5
+    k_shot: int = 1
+    n_query: int = 15
+    max_text_tokens: int = 64  # word pieces kept per text (before the template is added)
+    test_episodes_file: str | None = None  # fixed episode file scored by `eval` (else generated)
+
+    def __post_init__(self) -> None:
+        _choice(self.dataset, "data.dataset", DATASETS)
+        if self.dataset == "custom":
+            _check(bool(self.path) and bool(self.splits), "data.path",
+                   "a custom data set needs both data.path (JSON lines) and data.splits (class-split JSON)")
+        _check(self.n_way >= 2, "data.n_way", f"must be ≥ 2, got {self.n_way}")
+        _check(self.k_shot >= 1, "data.k_shot", f"must be ≥ 1, got {self.k_shot}")
+        _check(self.n_query >= 1, "data.n_query", f"must be ≥ 1, got {self.n_query}")
+        _check(self.max_text_tokens >= 1, "data.max_text_tokens", f"must be ≥ 1, got {self.max_text_tokens}")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "minilm-offline"  # hub id, local directory, or the alias of the offline package
+    freeze_backbone: bool = True
+    mlm_head: str = "auto"  # auto | yes | no: whether to load/use a masked-LM head
+    max_length: int = 128  # whole input (template + prompt + text) in tokens
+    trust_remote_code: bool = False
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "float32"  # float32 | bfloat16 (autocast on GPU)
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name), "model.name", "must not be empty")
+        _choice(self.mlm_head, "model.mlm_head", ("auto", "yes", "no"))
+        _choice(self.dtype, "model.dtype", ("float32", "bfloat16"))
+        _check(self.max_length >= 8, "model.max_length", f"must be ≥ 8, got {self.max_length}")
+
+
+@dataclass
+class PromptConfig:
+    kind: str = "embedding"
+    length: int = 4  # soft tokens
+    template: str = "{text} . [P] topic is [MASK] ."
+    init: str = "text"  # random | vocab | label_words | text
+    init_text: str = "the news article"  # used by init=text (repeated/cut to `length` tokens)
+    # ptuning / prefix reparameterisation and pool sizes (prompt zoo)
+    hidden_size: int = 128
+    pool_size: int = 8
+
+    def __post_init__(self) -> None:
+        _choice(self.kind, "prompt.kind", PROMPT_KINDS)
+        _choice(self.init, "prompt.init", PROMPT_INITS)
+        _check(self.length >= 0, "prompt.length", f"must be ≥ 0, got {self.length}")
+        _check(self.template.count("[MASK]") == 1, "prompt.template",
+               f"must contain exactly one [MASK], got {self.template!r}")
+        _check(self.template.count("{text}") == 1, "prompt.template",
+               f"must contain exactly one {{text}}, got {self.template!r}")
+        _check(self.length == 0 or "[P]" in self.template, "prompt.template",
+               f"prompt.length is {self.length} but the template has no [P] slot: {self.template!r}")
+        _check(self.hidden_size >= 1, "prompt.hidden_size", "must be ≥ 1")
+        _check(self.pool_size >= 1, "prompt.pool_size", "must be ≥ 1")
+
+
+@dataclass
+class VerbalizerConfig:
+    kind: str = "soft"
+    label_words: str = "label_name"  # section of verbalizers.json (built-in data sets)
+    scale: float = 10.0  # initial temperature of cosine scores (soft / proto)
+    learn_transform: bool = False  # soft: a learned linear map of the [MASK] state (identity init)
+    hybrid_weight: float = 0.5  # hybrid: weight of the representative verbalizer
+
+    def __post_init__(self) -> None:
+        _choice(self.kind, "verbalizer.kind", VERBALIZER_KINDS)
+        _positive(self.scale, "verbalizer.scale")
+        _check(0.0 <= self.hybrid_weight <= 1.0, "verbalizer.hybrid_weight", "must be in [0, 1]")
+
+
+@dataclass
+class MetaConfig:
+    algorithm: str = "fomaml"
+    engine: str = "torch_func"
+    inner_steps: int = 5
+    inner_lr: float = 0.1
+    meta_batch: int = 1
+    learn: list[str] = field(default_factory=lambda: ["prompt", "verbalizer"])  # + backbone if not frozen
+    # MAML++ (Antoniou et al. 2019); each trick can be switched off.
+    multi_step_loss: bool = True
+    multi_step_loss_episodes: int = 100  # outer steps over which per-step weights anneal to the last step
+    learn_inner_lr: bool = True  # LSLR: per-step, per-group inner learning rates
+    first_order_fraction: float = 0.3  # derivative-order annealing: first order for this part of training
+    # Reptile: inner steps run on the whole episode (support + query), the outer step moves the
+    # init toward the adapted weights with the outer optimiser (pseudo-gradient θ − φ).
+
+    def __post_init__(self) -> None:
+        _choice(self.algorithm, "meta.algorithm", ALGORITHMS)
+        _choice(self.engine, "meta.engine", ENGINES)
+        _check(self.inner_steps >= 1, "meta.inner_steps", f"must be ≥ 1, got {self.inner_steps}")
+        _positive(self.inner_lr, "meta.inner_lr")
+        _check(self.meta_batch >= 1, "meta.meta_batch", f"must be ≥ 1, got {self.meta_batch}")
+        for group in self.learn:
+            _choice(group, "meta.learn", LEARNABLE_GROUPS)
+        _check(self.multi_step_loss_episodes >= 1, "meta.multi_step_loss_episodes", "must be ≥ 1")
+        _check(0.0 <= self.first_order_fraction <= 1.0, "meta.first_order_fraction", "must be in [0, 1]")
+
+
+@dataclass
+class TrainConfig:
+    episodes: int = 300  # meta-training tasks in all (outer steps = episodes / meta_batch)
+    optimizer: str = "adam"  # adam | adamw | sgd
+    lr: float = 2e-3  # outer learning rate of prompt and verbalizer
+    backbone_lr: float = 1e-5
+    inner_lr_lr: float = 1e-3  # outer learning rate of learned inner learning rates (LSLR)
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # constant | cosine | linear
+    warmup_steps: int = 0
+    grad_clip: float = 1.0  # 0 disables
+    val_every: int = 50  # outer steps between validations
+    val_episodes: int = 25
+    val_seed: int = 999
+    patience: int = 5  # validations without improvement before stopping; 0 disables
+    checkpoint_every: int = 25  # outer steps between checkpoints
+    on_nonfinite: str = "stop"  # stop | skip: a NaN/inf loss
+
+    def __post_init__(self) -> None:
+        _check(self.episodes >= 0, "train.episodes", f"must be ≥ 0, got {self.episodes}")
+        _choice(self.optimizer, "train.optimizer", ("adam", "adamw", "sgd"))
+        _positive(self.lr, "train.lr")
+        _positive(self.backbone_lr, "train.backbone_lr")
+        _positive(self.inner_lr_lr, "train.inner_lr_lr")
+        _positive(self.weight_decay, "train.weight_decay", allow_zero=True)
+        _choice(self.schedule, "train.schedule", ("constant", "cosine", "linear"))
+        _check(self.warmup_steps >= 0, "train.warmup_steps", "must be ≥ 0")
+        _positive(self.grad_clip, "train.grad_clip", allow_zero=True)
+        _check(self.val_every >= 1, "train.val_every", "must be ≥ 1")
+        _check(self.val_episodes >= 1, "train.val_episodes", "must be ≥ 1")
+        _check(self.patience >= 0, "train.patience", "must be ≥ 0")
+        _check(self.checkpoint_every >= 1, "train.checkpoint_every", "must be ≥ 1")
+        _choice(self.on_nonfinite, "train.on_nonfinite", ("stop", "skip"))
+
+
+@dataclass
+class EvalConfig:
+    episodes: int = 300
+    seed: int = 1234  # seed of the fixed test episodes
+    adapt: str = "sgd"  # sgd: the inner loop of training | adamw: the paper's epochs of AdamW
+    steps: int | None = None  # sgd steps (default meta.inner_steps)
+    lr: float | None = None  # sgd lr (default meta.inner_lr; the learned LSLR rates when present)
+    adamw_epochs: int = 15
+    adamw_lr: float = 5e-5  # prompt and verbalizer
+    adamw_backbone_lr: float = 1e-5
+    adamw_weight_decay: float = 0.1
+    adamw_batch_size: int = 16
+    batch_size: int = 128  # query examples per forward pass
+    reference: bool = True  # also score a training-free nearest-centroid reference
+
+    def __post_init__(self) -> None:
+        _check(self.episodes >= 1, "eval.episodes", f"must be ≥ 1, got {self.episodes}")
+        _choice(self.adapt, "eval.adapt", ADAPT_MODES)
+        if self.steps is not None:
+            _check(self.steps >= 0, "eval.steps", f"must be ≥ 0, got {self.steps}")
+        if self.lr is not None:
+            _positive(self.lr, "eval.lr")
+        _check(self.adamw_epochs >= 1, "eval.adamw_epochs", "must be ≥ 1")
+        _positive(self.adamw_lr, "eval.adamw_lr")
+        _positive(self.adamw_backbone_lr, "eval.adamw_backbone_lr")
+        _check(self.adamw_batch_size >= 1, "eval.adamw_batch_size", "must be ≥ 1")
+        _check(self.batch_size >= 1, "eval.batch_size", "must be ≥ 1")
+
+
+@dataclass
+class LogConfig:
+    wandb: bool = False  # log to Weights & Biases (mode from $WANDB_MODE; offline unless set)
+    wandb_project: str = "metaprompt"
+    progress: bool = True  # progress bars
+
+
+@dataclass
+class Config:
+    seed: int = 1999
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    verbalizer: VerbalizerConfig = field(default_factory=VerbalizerConfig)
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.threads >= 0, "threads", "must be ≥ 0")
+        if self.verbalizer.kind in ("label_words", "hybrid"):
+            _check(self.model.mlm_head != "no", "verbalizer.kind",
+                   f"'{self.verbalizer.kind}' scores label words with a masked-LM head, but model.mlm_head is 'no'")
+
+    # -- conversions -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None, source: str = "config") -> "Config":
+        return _build(cls, data or {}, prefix="", source=source)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> "Config":
+        """Read a YAML file (or the defaults when ``path`` is None) and apply ``key=value`` overrides."""
+        data: dict[str, Any] = {}
+        source = "defaults"
+        if path is not None:
+            path = Path(path)
+            source = str(path)
+            if not path.is_file():
+                raise ConfigError(f"config file not found: {path}")
+            try:
+                data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            except yaml.YAMLError as err:
+                raise ConfigError(f"{path}: not valid YAML: {err}") from None
+            if not isinstance(data, dict):
+                raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+        for item in overrides:
+            apply_override(data, item)
+        return cls.from_dict(data, source=source)
+
+
+def all_keys(cls: type = Config, prefix: str = "") -> list[str]:
+    """Every dotted key a config accepts (used for suggestions and documentation)."""
+    keys = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            keys += all_keys(tp, prefix + f.name + ".")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def _unknown_key(key: str, source: str) -> ConfigError:
+    near = difflib.get_close_matches(key, all_keys(), n=1, cutoff=0.5)
+    hint = f" Did you mean '{near[0]}'?" if near else ""
+    return ConfigError(f"{source}: unknown config key '{key}'.{hint}")
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    """Apply one ``section.key=value`` string to a nested dict (the value is typed later)."""
+    if "=" not in item:
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    key, value = item.split("=", 1)
+    key = key.strip()
+    if key not in all_keys():
+        raise _unknown_key(key, "--set")
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: '{part}' is not a section")
+    node[parts[-1]] = _RawString(value)
+
+
+class _RawString(str):
+    """A value typed on the command line: parsed by the field's type, not by YAML rules."""
+
+
+def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("null", "none", "~")):
+            return None
+        return _coerce(value, args[0], key, source)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, _RawString):
+            parsed = yaml.safe_load(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
+            value = parsed
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: config key '{key}': expected a list, got {value!r}")
+        return [_coerce(v, item_tp, key, source) for v in value]
+    bad = ConfigError(f"{source}: config key '{key}': expected {getattr(tp, '__name__', tp)}, got {value!r}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1"):
+            return True
+        if isinstance(value, str) and value.strip().lower() in ("false", "no", "off", "0"):
+            return False
+        raise bad
+    if tp is int:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                raise bad from None
+            if number.is_integer():
+                return int(number)
+        raise bad
+    if tp is float:
+        if isinstance(value, bool):
+            raise bad
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise bad from None
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise bad
+        return str(value)
+    raise bad
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str, source: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: section '{prefix.rstrip('.')}' must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            raise _unknown_key(prefix + str(key), source)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[f.name] = _build(tp, data[f.name] or {}, prefix + f.name + ".", source)
+        else:
+            kwargs[f.name] = _coerce(data[f.name], tp, prefix + f.name, source)
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        if source not in ("config", "defaults") and not str(err).startswith(source):
+            raise ConfigError(f"{source}: {err}") from None
+        raise

@@ -1,0 +1,233 @@
+"""Outer steps: MAML, first-order MAML, MAML++ and Reptile over one inner-loop engine.
+
+:meth:`MetaAlgorithm.accumulate` adds one task's meta-gradient (scaled by ``weight``) to the
+``.grad`` of the meta-parameters; the trainer averages a meta-batch of tasks and steps the
+outer optimiser. Each algorithm is written once, for every engine and parameter set.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from metaprompt.config import MetaConfig
+from metaprompt.meta.engines import InnerLoop, attention_for
+from metaprompt.model.classifier import PromptClassifier, Task
+from metaprompt.model.template import Batch
+
+Params = dict[str, torch.Tensor]
+LR_PREFIX = "inner_lr."  # learned per-step, per-group inner learning rates (MAML++ LSLR)
+
+
+@dataclass
+class TaskResult:
+    loss: float  # query loss after adaptation (the meta-objective)
+    accuracy: float  # query accuracy after adaptation
+    support_loss: float  # support loss before adaptation
+
+
+def group_of(name: str) -> str:
+    return name.split(".", 1)[0]
+
+
+class MetaAlgorithm:
+    """Shared machinery: inner learning rates, the inner loop on the support set, scoring."""
+
+    name = ""
+
+    def __init__(self, cfg: MetaConfig, engine: InnerLoop, classifier: PromptClassifier):
+        self.cfg = cfg
+        self.engine = engine
+        self.classifier = classifier
+
+    # -- configuration hooks ----------------------------------------------------------------------
+    def extra_params(self, params: Params) -> Params:
+        """Meta-parameters the algorithm adds (e.g. learned inner learning rates)."""
+        return {}
+
+    def mode(self, step: int, total: int) -> str:
+        return "first_order"
+
+    def step_weights(self, step: int, total: int) -> list[float]:
+        """Weights of the query loss after each inner step (only the last by default)."""
+        return [0.0] * (self.cfg.inner_steps - 1) + [1.0]
+
+    # -- shared pieces ----------------------------------------------------------------------------
+    def inner_lrs(self, params: Params, fast_names, steps: int | None = None, lr: float | None = None,
+                  detach: bool = False) -> list[dict[str, float | torch.Tensor]]:
+        """Per step, per fast weight. Learned rates (``inner_lr.<group>`` [steps]) win over ``lr``;
+        steps beyond the learned ones reuse the last learned rate."""
+        steps = self.cfg.inner_steps if steps is None else steps
+        base = self.cfg.inner_lr if lr is None else lr
+        out = []
+        for t in range(steps):
+            rates: dict[str, float | torch.Tensor] = {}
+            for name in fast_names:
+                learned = params.get(LR_PREFIX + group_of(name))
+                if learned is None:
+                    rates[name] = base
+                else:
+                    value = learned[min(t, learned.shape[0] - 1)]
+                    rates[name] = value.detach() if detach else value
+            out.append(rates)
+        return out
+
+    def adapt(self, params: Params, task: Task, mode: str, steps: int | None = None,
+              lr: float | None = None) -> list[Params]:
+        """Inner loop on the support set; returns the trajectory of fast weights."""
+        fast = self.classifier.task_params(model_params(params), task)
+        lrs = self.inner_lrs(params, list(fast), steps, lr, detach=(mode == "detached"))
+        return self.engine.adapt(lambda p, t: self.classifier.loss(p, task.support, task), fast, lrs, mode)
+
+    # -- the meta-gradient of one task ---------------------------------------------------------
+    def accumulate(self, params: Params, task: Task, step: int, total: int, weight: float = 1.0) -> TaskResult:
+        """Add ``weight`` × this task's meta-gradient to ``p.grad`` for every meta-parameter.
+
+        ``step`` / ``total``: the outer step and the number of outer steps of the run (for the
+        schedules of MAML++)."""
+        mode = self.mode(step, total)
+        with attention_for(mode):
+            trajectory = self.adapt(params, task, mode)
+            weights = self.step_weights(step, total)
+            objective = 0.0
+            last_logits = None
+            for t, w in enumerate(weights, start=1):
+                if w == 0.0:
+                    continue
+                logits = self.classifier(trajectory[t], task.query, task)
+                objective = objective + w * torch.nn.functional.cross_entropy(logits, task.query.labels)
+                if t == len(weights):
+                    last_logits = logits
+            leaves = [p for p in params.values() if p.requires_grad]
+            grads = torch.autograd.grad(objective, leaves, allow_unused=True)
+        for p, g in zip(leaves, grads):
+            if g is not None:
+                _add_grad(p, weight * g)
+        support_loss = _first_loss(self.classifier, trajectory[0], task)
+        accuracy = (last_logits.argmax(-1) == task.query.labels).float().mean().item()
+        loss = torch.nn.functional.cross_entropy(last_logits.detach(), task.query.labels).item()
+        return TaskResult(loss, accuracy, support_loss)
+
+
+def model_params(params: Params) -> Params:
+    """The parameters the classifier consumes (algorithm-owned entries removed)."""
+    return {k: v for k, v in params.items() if not k.startswith(LR_PREFIX)}
+
+
+def _add_grad(p: torch.Tensor, g: torch.Tensor) -> None:
+    g = g.detach()
+    if p.grad is None:
+        p.grad = g.clone()
+    else:
+        p.grad.add_(g)
+
+
+@torch.no_grad()
+def _first_loss(classifier: PromptClassifier, fast: Params, task: Task) -> float:
+    return float(classifier.loss({k: v.detach() for k, v in fast.items()}, task.support, task))
+
+
+class MAML(MetaAlgorithm):
+    """Second-order MAML (Finn et al. 2017)."""
+
+    name = "maml"
+
+    def mode(self, step, total):
+        return "second_order"
+
+
+class FOMAML(MetaAlgorithm):
+    """First-order MAML: the query gradient at the adapted weights is applied to the init."""
+
+    name = "fomaml"
+
+
+class MAMLPlusPlus(MetaAlgorithm):
+    """MAML++ (Antoniou et al. 2019): the tricks that apply to transformers, each switchable.
+
+    - multi-step loss: the query loss after every inner step, weighted; the weights anneal
+      from uniform to the last step over ``multi_step_loss_episodes`` outer steps;
+    - LSLR: a learned inner learning rate per step and per parameter group;
+    - derivative-order annealing: first order for ``first_order_fraction`` of training;
+    - cosine annealing of the outer learning rate is ``train.schedule=cosine``.
+    """
+
+    name = "maml++"
+
+    def extra_params(self, params):
+        if not self.cfg.learn_inner_lr:
+            return {}
+        groups = sorted({group_of(n) for n in params})
+        device = next(iter(params.values())).device
+        return {LR_PREFIX + g: torch.full((self.cfg.inner_steps,), self.cfg.inner_lr, device=device,
+                                          requires_grad=True) for g in groups}
+
+    def mode(self, step, total):
+        return "first_order" if step < self.cfg.first_order_fraction * total else "second_order"
+
+    def step_weights(self, step, total):
+        steps = self.cfg.inner_steps
+        if not self.cfg.multi_step_loss or steps == 1:
+            return super().step_weights(step, total)
+        # Antoniou et al.: non-final weights decay linearly to a floor of 0.03/K; the last takes the rest.
+        anneal = min(1.0, step / self.cfg.multi_step_loss_episodes)
+        early = max(0.03 / steps, (1.0 - anneal) / steps)
+        return [early] * (steps - 1) + [1.0 - early * (steps - 1)]
+
+
+class Reptile(MetaAlgorithm):
+    """Reptile (Nichol et al. 2018): SGD on the task, then move the init toward the result.
+
+    The pseudo-gradient θ − φ goes to the outer optimiser (with plain SGD at lr ε this is
+    θ ← θ + ε(φ − θ)). Inner steps use mini-batches of ``reptile_batch`` examples drawn
+    from the whole episode (support + query), seeded by the episode index.
+    """
+
+    name = "reptile"
+    batch_size = 16
+
+    def accumulate(self, params, task, step, total, weight=1.0):
+        examples = _concat(task.support, task.query)
+        generator = torch.Generator().manual_seed(task.index)
+        order = torch.randperm(len(examples), generator=generator)
+        size = min(self.batch_size, len(examples))
+        batches = [examples.select(order[(t * size) % len(examples):][:size]) for t in range(self.cfg.inner_steps)]
+        fast = self.classifier.task_params(model_params(params), task)
+        lrs = self.inner_lrs(params, list(fast), detach=True)
+        trajectory = self.engine.adapt(lambda p, t: self.classifier.loss(p, batches[t], task), fast, lrs, "detached")
+        final = trajectory[-1]
+        for name, p in params.items():
+            if name in final and p.requires_grad:
+                _add_grad(p, weight * (p.detach() - final[name].detach()))
+        with torch.no_grad():
+            logits = self.classifier(final, task.query, task)
+            loss = torch.nn.functional.cross_entropy(logits, task.query.labels).item()
+            accuracy = (logits.argmax(-1) == task.query.labels).float().mean().item()
+        return TaskResult(loss, accuracy, _first_loss(self.classifier, fast, task))
+
+
+def _concat(a: Batch, b: Batch) -> Batch:
+    width = max(a.input_ids.shape[1], b.input_ids.shape[1])
+
+    def pad(x: torch.Tensor, value: int) -> torch.Tensor:
+        return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
+
+    pad_id = 0
+    return Batch(
+        input_ids=torch.cat([pad(a.input_ids, pad_id), pad(b.input_ids, pad_id)]),
+        attention_mask=torch.cat([pad(a.attention_mask, 0), pad(b.attention_mask, 0)]),
+        mask_positions=torch.cat([a.mask_positions, b.mask_positions]),
+        prompt_positions=torch.cat([a.prompt_positions, b.prompt_positions]),
+        labels=torch.cat([a.labels, b.labels]),
+    )
+
+
+ALGORITHMS: dict[str, type[MetaAlgorithm]] = {
+    "maml": MAML, "fomaml": FOMAML, "maml++": MAMLPlusPlus, "reptile": Reptile,
+}
+
+
+def build_algorithm(cfg: MetaConfig, engine: InnerLoop, classifier: PromptClassifier) -> MetaAlgorithm:
+    if cfg.algorithm not in ALGORITHMS:
+        raise ValueError(f"meta.algorithm '{cfg.algorithm}' is unknown (available: {', '.join(ALGORITHMS)})")
+    return ALGORITHMS[cfg.algorithm](cfg, engine, classifier)

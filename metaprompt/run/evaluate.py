@@ -1,0 +1,135 @@
+"""Meta-test: score the pretrained init and the meta-learned init on the same fixed test episodes."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from episodes import episodes_sha256, read_episode_file
+from metaprompt.config import Config
+from metaprompt.meta.algorithms import build_algorithm
+from metaprompt.meta.engines import build_engine
+from metaprompt.run.adaptation import adapt_and_score
+from metaprompt.run.checkpoint import load_init
+from metaprompt.run.provenance import git_commit, peak_rss_mb, provenance
+from metaprompt.run.reference import centroid_reference
+from metaprompt.run.setup import Setup, build_setup, fixed_episodes
+from metaprompt.run.stats import fmt_pct, mean_ci95
+from metaprompt.run.train import BEST_FILE, CONFIG_FILE
+
+RESULTS_FILE = "results.json"
+
+
+class EvalError(ValueError):
+    pass
+
+
+def test_episodes(setup: Setup, count: int) -> tuple[dict, list, str]:
+    """The fixed test episodes: ``data.test_episodes_file`` if given, else seeded ones."""
+    cfg = setup.cfg
+    if cfg.data.test_episodes_file:
+        stored = read_episode_file(cfg.data.test_episodes_file)
+        stored.check_against(setup.dataset)
+        header = stored.header
+        for key in ("n_way", "k_shot", "n_query"):
+            if header.get(key) != getattr(cfg.data, key):
+                raise EvalError(f"{cfg.data.test_episodes_file}: {key}={header.get(key)} but the config says "
+                                f"data.{key}={getattr(cfg.data, key)}")
+        episodes = stored.episodes[:count]
+        if len(episodes) < count:
+            raise EvalError(f"{cfg.data.test_episodes_file} has {len(stored.episodes)} episodes, {count} asked for")
+        return header, episodes, stored.sha256 if len(episodes) == len(stored.episodes) else \
+            episodes_sha256(header, episodes)
+    header, episodes = fixed_episodes(setup, "test", count, cfg.eval.seed)
+    return header, episodes, episodes_sha256(header, episodes)
+
+
+def score_init(setup: Setup, params: dict[str, torch.Tensor], episodes, label: str) -> dict[str, Any]:
+    algorithm = build_algorithm(setup.cfg.meta, build_engine(setup.cfg.meta.engine), setup.classifier)
+    accuracies = []
+    started = time.perf_counter()
+    for task in tqdm(setup.tasks(episodes), total=len(episodes), desc=f"eval {label}",
+                     disable=not setup.cfg.log.progress):
+        accuracies.append(adapt_and_score(algorithm, params, task, setup.cfg.eval))
+    seconds = time.perf_counter() - started
+    mean, ci = mean_ci95(accuracies)
+    return {"init": label, "accuracy_mean": mean, "accuracy_ci95": ci, "accuracies_per_episode": accuracies,
+            "seconds": seconds, "seconds_per_episode": seconds / len(episodes)}
+
+
+def load_meta_params(run_dir: Path, setup: Setup) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    path = run_dir / BEST_FILE
+    if not path.is_file():
+        raise EvalError(f"{path} not found: train the run first (metaprompt train ... --out {run_dir})")
+    tensors, info = load_init(path)
+    expected = setup.classifier.init_params()
+    missing = [k for k in expected if k not in tensors]
+    if missing:
+        raise EvalError(f"{path} lacks {missing[:3]}: it was trained with another config")
+    for name, value in expected.items():
+        if tensors[name].shape != value.shape:
+            raise EvalError(f"{path}: '{name}' has shape {tuple(tensors[name].shape)}, this model needs "
+                            f"{tuple(value.shape)} (another base model?)")
+    return {k: v.to(setup.device) for k, v in tensors.items()}, info
+
+
+def evaluate(run_dir: str | Path, overrides: list[str] = (), episodes: int | None = None,
+             json_path: str | Path | None = None) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise EvalError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
+    extra = [f"eval.episodes={episodes}"] if episodes else []
+    cfg = Config.load(run_dir / CONFIG_FILE, list(overrides) + extra)
+    setup = build_setup(cfg)
+    meta_params, info = load_meta_params(run_dir, setup)
+    header, test, sha = test_episodes(setup, cfg.eval.episodes)
+    rows = [score_init(setup, setup.classifier.init_params(), test, "pretrained"),
+            score_init(setup, meta_params, test, "meta")]
+    references = []
+    if cfg.eval.reference:
+        accs, seconds = centroid_reference(setup, test)
+        mean, ci = mean_ci95(accs)
+        references.append({"name": "nearest_centroid_mean_pooled", "accuracy_mean": mean, "accuracy_ci95": ci,
+                           "accuracies_per_episode": accs, "seconds": seconds,
+                           "description": "no training: nearest class centroid of mean-pooled backbone "
+                                          "embeddings of the plain texts (cosine)"})
+    d = cfg.data
+    results = {
+        "dataset": d.dataset, "n_way": d.n_way, "k_shot": d.k_shot, "n_query": d.n_query,
+        "n_episodes": len(test), "episodes_sha256": sha, "episodes_seed": header.get("seed"),
+        "model": cfg.model.name, "seed": cfg.seed, "commit": git_commit(),
+        "method": "metaprompting", "algorithm": cfg.meta.algorithm, "engine": cfg.meta.engine,
+        "prompt": cfg.prompt.kind, "verbalizer": cfg.verbalizer.kind,
+        "trainable_params": setup.classifier.count(setup.classifier.init_params())["total"],
+        "adaptation": {"mode": cfg.eval.adapt, "steps": cfg.eval.steps or cfg.meta.inner_steps,
+                       "lr": cfg.eval.lr or cfg.meta.inner_lr},
+        "meta_init": {"file": BEST_FILE, **info},
+        "results": rows, "references": references,
+        "data_sha256": setup.dataset.sha256, "peak_rss_mb": peak_rss_mb(),
+        "provenance": provenance(), "config": cfg.to_dict(),
+    }
+    text = json.dumps(results, indent=2)
+    (run_dir / RESULTS_FILE).write_text(text, encoding="utf-8")
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(text, encoding="utf-8")
+    print(format_table(results))
+    return results
+
+
+def format_table(results: dict[str, Any]) -> str:
+    title = (f"{results['dataset']} {results['n_way']}-way {results['k_shot']}-shot, {results['n_query']} queries/class, "
+             f"{results['n_episodes']} test episodes (sha256 {results['episodes_sha256'][:12]}), model {results['model']}")
+    lines = [title, "", "| init | accuracy (%) mean ± 95% CI | episodes | seconds | s/episode |",
+             "|---|---|---|---|---|"]
+    for row in results["results"]:
+        lines.append(f"| {row['init']} | {fmt_pct(row['accuracy_mean'], row['accuracy_ci95'])} | "
+                     f"{len(row['accuracies_per_episode'])} | {row['seconds']:.0f} | {row['seconds_per_episode']:.2f} |")
+    for ref in results.get("references", []):
+        lines.append(f"| reference: {ref['name']} | {fmt_pct(ref['accuracy_mean'], ref['accuracy_ci95'])} | "
+                     f"{len(ref['accuracies_per_episode'])} | {ref['seconds']:.0f} | - |")
+    return "\n".join(lines)

@@ -1,0 +1,62 @@
+"""What a result depends on: commit, package versions, machine, command line."""
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+PACKAGES = ("metaprompt", "torch", "transformers", "datasets", "peft", "higher", "safetensors", "numpy")
+
+
+def git_commit(start: Path | None = None) -> str:
+    """The commit of the checkout holding this package (``+dirty`` if it has local changes)."""
+    here = Path(start or Path(__file__).resolve().parent)
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        if not commit:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def machine() -> dict[str, object]:
+    import os
+
+    import torch
+
+    info: dict[str, object] = {"platform": platform.platform(), "cpus": os.cpu_count(),
+                               "torch_threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def command_line() -> str:
+    return " ".join([Path(sys.argv[0]).name] + sys.argv[1:])
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return usage / 1024.0 if sys.platform != "darwin" else usage / 2**20
+
+
+def provenance() -> dict[str, object]:
+    return {"command": command_line(), "commit": git_commit(), "versions": versions(), "machine": machine()}

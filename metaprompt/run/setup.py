@@ -1,0 +1,133 @@
+"""Everything a run needs, built from a :class:`Config`: data, tokens, backbone, classifier.
+
+All user input is checked here, before a run directory is created, so a bad config, data
+file or model leaves nothing behind.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from episodes import Episode, EpisodeSampler, TextDataset, load_custom_dataset, load_dataset
+from episodes.data import default_cache_dir
+from metaprompt.config import Config
+from metaprompt.model.backbone import Backbone, load_backbone
+from metaprompt.model.classifier import PromptClassifier, Task
+from metaprompt.model.prompts import build_prompt_encoder
+from metaprompt.model.template import Template
+from metaprompt.model.verbalizers import build_verbalizer
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"model.device={name} but no CUDA device is available")
+    return device
+
+
+def load_data(cfg: Config) -> TextDataset:
+    if cfg.data.dataset == "custom":
+        return load_custom_dataset(cfg.data.path, cfg.data.splits)
+    return load_dataset(cfg.data.dataset, cfg.data.dir)
+
+
+def label_word_ids(tokenizer, label_words: dict[int, list[str]]) -> dict[int, list[list[int]]]:
+    """Word-piece ids of every label word (with a leading space, as words follow a space)."""
+    return {int(c): [list(tokenizer.encode(" " + w, add_special_tokens=False)) for w in words]
+            for c, words in label_words.items()}
+
+
+def tokenize_dataset(dataset: TextDataset, template: Template, cache: bool = True) -> list[list[int]]:
+    """Token ids of every text of the data set, computed once and cached on disk.
+
+    The cache key covers the data file, the tokenizer and the template's text budget, so a
+    change to any of them re-tokenises.
+    """
+    tok = template.tokenizer
+    key = json.dumps([dataset.sha256, type(tok).__name__, getattr(tok, "name_or_path", ""), len(tok),
+                      template.text_budget, template.text_leading_space], sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+
+    def encode(batch):
+        return {"ids": template.tokenize_texts(batch["text"])}
+
+    cache_file = None
+    if cache:
+        folder = default_cache_dir() / "tokens"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            cache_file = str(folder / f"{dataset.name}-{digest}.arrow")
+        except OSError:
+            cache_file = None  # an unwritable cache only costs time
+    table = dataset.table.map(encode, batched=True, batch_size=2000, cache_file_name=cache_file,
+                              remove_columns=[c for c in dataset.table.column_names if c != "label"],
+                              desc=f"tokenizing {dataset.name}")
+    return [list(ids) for ids in table["ids"]]
+
+
+@dataclass
+class Setup:
+    cfg: Config
+    dataset: TextDataset
+    tokens: list[list[int]]
+    backbone: Backbone
+    template: Template
+    classifier: PromptClassifier
+    device: torch.device
+
+    def sampler(self, split: str, seed: int) -> EpisodeSampler:
+        d = self.cfg.data
+        return EpisodeSampler(self.dataset.labels, self.dataset.splits.classes(split), d.n_way, d.k_shot,
+                              d.n_query, seed, label_names=self.dataset.splits.label_names,
+                              source=f"{self.dataset.name} ({split} classes)")
+
+    def task(self, episode: Episode, index: int = 0) -> Task:
+        support = self.template.batch([self.tokens[i] for i in episode.support], episode.support_labels())
+        query = self.template.batch([self.tokens[i] for i in episode.query], episode.query_labels())
+        return Task(tuple(int(c) for c in episode.classes), support, query, index).to(self.device)
+
+    def tasks(self, episodes: Sequence[Episode]):
+        for index, episode in enumerate(episodes):
+            yield self.task(episode, index)
+
+
+def build_setup(cfg: Config) -> Setup:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.model.device)
+    dataset = load_data(cfg)
+    backbone = load_backbone(cfg.model.name, mlm_head=cfg.model.mlm_head,
+                             trust_remote_code=cfg.model.trust_remote_code)
+    if cfg.model.gradient_checkpointing:
+        backbone.encoder.model.gradient_checkpointing_enable()
+    max_length = min(cfg.model.max_length, backbone.max_positions)
+    template = Template(cfg.prompt.template, backbone.tokenizer, cfg.prompt.length, max_length,
+                        cfg.data.max_text_tokens)
+    words = label_word_ids(backbone.tokenizer, dataset.label_words)
+    prompt = build_prompt_encoder(cfg.prompt, backbone, words, dataset.splits.train)
+    verbalizer = build_verbalizer(cfg.verbalizer, backbone, words)
+    autocast = torch.bfloat16 if cfg.model.dtype == "bfloat16" else None
+    classifier = PromptClassifier(backbone, template, prompt, verbalizer, learn=cfg.meta.learn,
+                                  train_backbone=not cfg.model.freeze_backbone, seed=cfg.seed,
+                                  device=device, autocast_dtype=autocast)
+    tokens = tokenize_dataset(dataset, template)
+    return Setup(cfg, dataset, tokens, backbone, template, classifier, device)
+
+
+def fixed_episodes(setup: Setup, split: str, count: int, seed: int) -> tuple[dict, list[Episode]]:
+    """The seeded episodes of a split (the same for every init and every method)."""
+    from episodes import make_episode_file
+
+    d = setup.cfg.data
+    return make_episode_file(setup.dataset, split, d.n_way, d.k_shot, d.n_query, count, seed)
+

@@ -1,0 +1,316 @@
+"""Meta-training: outer loop, validation on the val classes, early stopping, checkpoints, resume.
+
+A run directory holds::
+
+    config.yaml              the resolved config (what `eval`, `export` and `--resume` read)
+    run.json                 provenance: command, commit, versions, machine, parameter counts
+    checkpoint.safetensors   latest state (params, optimiser, scheduler, RNG, episode cursor)
+    best.safetensors         best-on-validation meta-parameters (the learned init)
+    metrics.jsonl            one line per outer step and per validation
+    train_summary.json       written when training ends
+
+Training episodes are a pure function of (seed, episode index), so the cursor in the
+checkpoint is all a resumed run needs to see exactly the episodes it would have seen.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from metaprompt.config import Config
+from metaprompt.meta.algorithms import LR_PREFIX, MetaAlgorithm, build_algorithm
+from metaprompt.meta.engines import build_engine
+from metaprompt.run.adaptation import adapt_and_score
+from metaprompt.run.checkpoint import load_checkpoint, save_checkpoint, save_init
+from metaprompt.run.provenance import peak_rss_mb, provenance
+from metaprompt.run.setup import Setup, build_setup, fixed_episodes
+from metaprompt.run.stats import mean_ci95
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.yaml"
+RUN_FILE = "run.json"
+CHECKPOINT_FILE = "checkpoint.safetensors"
+BEST_FILE = "best.safetensors"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "train_summary.json"
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (the message says why and what is left on disk)."""
+
+
+class RunDirError(ValueError):
+    pass
+
+
+@dataclass
+class TrainState:
+    step: int = 0  # outer steps completed (the episode cursor is step × meta_batch)
+    best_val: float = -1.0
+    best_step: int = -1
+    bad_checks: int = 0
+    train_seconds: float = 0.0
+    skipped_steps: int = 0
+    stopped_early: bool = False
+    last_val: float | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)  # validation points
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def check_run_dir(run_dir: Path, resume: bool, need_mb: float = 50.0) -> None:
+    """Refuse to overwrite a run, and fail early on an unwritable or full disk."""
+    run_dir = Path(run_dir)
+    if resume:
+        if not (run_dir / CHECKPOINT_FILE).is_file():
+            raise RunDirError(f"cannot resume: {run_dir / CHECKPOINT_FILE} does not exist")
+        probe_dir = run_dir
+    else:
+        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+            raise RunDirError(f"run directory {run_dir} already exists and is not empty; "
+                              "choose another --out, or continue it with --resume")
+        probe_dir = run_dir
+        while not probe_dir.exists():
+            probe_dir = probe_dir.parent
+    if not os.access(probe_dir, os.W_OK):
+        raise RunDirError(f"cannot write to {probe_dir} (permission denied)")
+    free_mb = shutil.disk_usage(probe_dir).free / 2**20
+    if free_mb < need_mb:
+        raise RunDirError(f"only {free_mb:.0f} MB free on the disk of {probe_dir}; a run needs about {need_mb:.0f} MB")
+
+
+def make_optimizer(cfg: Config, params: dict[str, torch.Tensor]) -> torch.optim.Optimizer:
+    t = cfg.train
+    groups: dict[str, dict[str, Any]] = {}
+
+    def add(key: str, tensor: torch.Tensor, lr: float, decay: float) -> None:
+        groups.setdefault(key, {"params": [], "lr": lr, "weight_decay": decay, "name": key})["params"].append(tensor)
+
+    for name, tensor in params.items():
+        no_decay = name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name
+        if name.startswith(LR_PREFIX):
+            add("inner_lr", tensor, t.inner_lr_lr, 0.0)
+        elif name.startswith("backbone."):
+            add("backbone_no_decay" if no_decay else "backbone", tensor, t.backbone_lr,
+                0.0 if no_decay else t.weight_decay)
+        else:
+            add("prompt_verbalizer", tensor, t.lr, t.weight_decay)
+    param_groups = list(groups.values())
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(param_groups, lr=t.lr)
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(param_groups, lr=t.lr)
+    # Adam with decoupled=False: weight decay (usually 0) is L2 as in plain Adam.
+    return torch.optim.Adam(param_groups, lr=t.lr)
+
+
+def make_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, total_steps: int):
+    t = cfg.train
+
+    def factor(step: int) -> float:
+        if t.warmup_steps and step < t.warmup_steps:
+            return (step + 1) / t.warmup_steps
+        if t.schedule == "constant":
+            return 1.0
+        progress = (step - t.warmup_steps) / max(1, total_steps - t.warmup_steps)
+        progress = min(max(progress, 0.0), 1.0)
+        if t.schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0 - progress  # linear
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def validate(setup: Setup, algorithm: MetaAlgorithm, params, tasks, progress: bool = False) -> list[float]:
+    accuracies = []
+    for task in tqdm(tasks, desc="validating", leave=False, disable=not progress):
+        accuracies.append(adapt_and_score(algorithm, params, task, setup.cfg.eval))
+    return accuracies
+
+
+class _Metrics:
+    """Appends JSON lines; on resume, drops lines written after the checkpoint."""
+
+    def __init__(self, path: Path, keep_until_step: int | None = None):
+        self.path = path
+        if keep_until_step is not None and path.exists():
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= keep_until_step]
+            path.write_text("".join(line + "\n" for line in kept))
+        self.handle = open(path, "a", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.handle.write(json.dumps(record) + "\n")
+        self.handle.flush()
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def _nonfinite(result_loss: float, params) -> bool:
+    if not math.isfinite(result_loss):
+        return True
+    return any(p.grad is not None and not torch.isfinite(p.grad).all() for p in params.values())
+
+
+def _wandb_run(cfg: Config, run_dir: Path):
+    if not cfg.log.wandb:
+        return None
+    os.environ.setdefault("WANDB_MODE", "offline")
+    import wandb
+
+    return wandb.init(project=cfg.log.wandb_project, name=run_dir.name, dir=str(run_dir),
+                      config=cfg.to_dict(), resume="allow", id=run_dir.name.replace("/", "_"))
+
+
+def train(cfg: Config, run_dir: str | Path, resume: bool = False, setup: Setup | None = None) -> dict[str, Any]:
+    """Meta-train the init described by ``cfg`` into ``run_dir`` (or continue it)."""
+    run_dir = Path(run_dir)
+    check_run_dir(run_dir, resume)
+    setup = setup or build_setup(cfg)  # data, model, template: all checked before the run dir exists
+    classifier = setup.classifier
+    algorithm = build_algorithm(cfg.meta, build_engine(cfg.meta.engine), classifier)
+    params = classifier.init_params()
+    params.update(algorithm.extra_params(params))
+    optimizer = make_optimizer(cfg, params)
+    total_steps = math.ceil(cfg.train.episodes / cfg.meta.meta_batch)
+    scheduler = make_scheduler(cfg, optimizer, total_steps)
+    sampler = setup.sampler("train", cfg.seed)
+    _, val_episodes = fixed_episodes(setup, "val", cfg.train.val_episodes, cfg.train.val_seed)
+    val_tasks = list(setup.tasks(val_episodes))
+    counts = classifier.count({k: v for k, v in params.items() if not k.startswith(LR_PREFIX)})
+
+    state = TrainState()
+    if resume:
+        ckpt = load_checkpoint(run_dir / CHECKPOINT_FILE)
+        if set(ckpt["params"]) != set(params):
+            raise TrainingError(f"{run_dir / CHECKPOINT_FILE} does not match this config's parameters")
+        with torch.no_grad():
+            for name, value in ckpt["params"].items():
+                params[name].copy_(value)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        torch.set_rng_state(ckpt["rng"])
+        state = TrainState(**ckpt["state"])
+        metrics = _Metrics(run_dir / METRICS_FILE, keep_until_step=state.step)
+        print(f"resuming {run_dir} at outer step {state.step}/{total_steps}")
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / CONFIG_FILE).write_text(cfg.to_yaml(), encoding="utf-8")
+        info = {**provenance(), "trainable_params": counts, "dataset_sha256": setup.dataset.sha256,
+                "model": cfg.model.name}
+        (run_dir / RUN_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
+        metrics = _Metrics(run_dir / METRICS_FILE)
+    print(f"trainable parameters (meta-learned): {counts['total']:,} "
+          f"(prompt {counts['prompt']:,}, verbalizer {counts['verbalizer']:,}, backbone {counts['backbone']:,})")
+
+    wandb_run = _wandb_run(cfg, run_dir)
+
+    def checkpoint() -> None:
+        save_checkpoint(run_dir / CHECKPOINT_FILE, params, optimizer, scheduler, state.to_dict())
+
+    def run_validation() -> None:
+        accuracies = validate(setup, algorithm, params, val_tasks)
+        mean, ci = mean_ci95(accuracies)
+        state.last_val = mean
+        point = {"step": state.step, "episodes": state.step * cfg.meta.meta_batch,
+                 "val_accuracy": mean, "val_ci95": ci}
+        state.history.append(point)
+        metrics.write(point)
+        if wandb_run:
+            wandb_run.log({"val/accuracy": mean}, step=state.step)
+        if mean > state.best_val:
+            state.best_val, state.best_step, state.bad_checks = mean, state.step, 0
+            save_init(run_dir / BEST_FILE, params, {"step": state.step, "val_accuracy": mean, "val_ci95": ci,
+                                                    "episodes": point["episodes"]})
+        else:
+            state.bad_checks += 1
+        checkpoint()
+
+    if state.step == 0 and not state.history:
+        run_validation()  # the curve starts at the pretrained init
+    bar = tqdm(total=total_steps, initial=state.step, desc="meta-training", unit="step",
+               disable=not cfg.log.progress)
+    try:
+        while state.step < total_steps and not state.stopped_early:
+            started = time.perf_counter()
+            for p in params.values():
+                p.grad = None
+            losses, accuracies = [], []
+            bad = False
+            for b in range(cfg.meta.meta_batch):
+                index = state.step * cfg.meta.meta_batch + b
+                task = setup.task(sampler.episode(index), index)
+                result = algorithm.accumulate(params, task, state.step, total_steps, weight=1.0 / cfg.meta.meta_batch)
+                losses.append(result.loss)
+                accuracies.append(result.accuracy)
+                if _nonfinite(result.loss, params):
+                    bad = True
+                    if cfg.train.on_nonfinite == "stop":
+                        raise TrainingError(
+                            f"non-finite loss or gradient at outer step {state.step + 1}, training episode {index} "
+                            f"(query loss {result.loss}); nothing was saved for this step, the last checkpoint "
+                            f"({run_dir / CHECKPOINT_FILE}, step {state.step - state.step % cfg.train.checkpoint_every}"
+                            ") is intact. Lower train.lr or meta.inner_lr, or set train.on_nonfinite=skip.")
+                    break
+            if bad:
+                state.skipped_steps += 1
+                log.warning("skipped outer step %d: non-finite loss or gradient", state.step + 1)
+                for p in params.values():
+                    p.grad = None
+            else:
+                if cfg.train.grad_clip:
+                    torch.nn.utils.clip_grad_norm_([p for p in params.values() if p.grad is not None],
+                                                   cfg.train.grad_clip)
+                optimizer.step()
+            scheduler.step()
+            state.step += 1
+            state.train_seconds += time.perf_counter() - started
+            loss = sum(losses) / len(losses)
+            accuracy = sum(accuracies) / len(accuracies)
+            metrics.write({"step": state.step, "episodes": state.step * cfg.meta.meta_batch, "loss": loss,
+                           "accuracy": accuracy, "lr": scheduler.get_last_lr()[0]})
+            if wandb_run:
+                wandb_run.log({"train/loss": loss, "train/accuracy": accuracy}, step=state.step)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", acc=f"{accuracy:.2f}",
+                            val=f"{state.last_val:.3f}" if state.last_val is not None else "-")
+            if state.step % cfg.train.val_every == 0 or state.step == total_steps:
+                run_validation()
+                if cfg.train.patience and state.bad_checks >= cfg.train.patience:
+                    state.stopped_early = True
+                    checkpoint()
+            elif state.step % cfg.train.checkpoint_every == 0:
+                checkpoint()
+    finally:
+        bar.close()
+        metrics.close()
+        if wandb_run:
+            wandb_run.finish()
+
+    episodes_done = state.step * cfg.meta.meta_batch
+    summary = {
+        "outer_steps": state.step, "episodes": episodes_done, "stopped_early": state.stopped_early,
+        "best_val_accuracy": state.best_val, "best_step": state.best_step,
+        "best_episodes": state.best_step * cfg.meta.meta_batch,
+        "train_seconds": state.train_seconds,
+        "seconds_per_episode": state.train_seconds / max(1, episodes_done),
+        "skipped_steps": state.skipped_steps, "peak_rss_mb": peak_rss_mb(),
+        "trainable_params": counts, "validation": state.history,
+    }
+    if setup.device.type == "cuda":
+        summary["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return summary

