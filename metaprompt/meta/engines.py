@@ -95,8 +95,10 @@ class HigherLoop(InnerLoop):
         cls = _FirstOrderSGD if mode == "first_order" else higher.optim.DifferentiableSGD
         diffopt = cls(optimizer, placeholders, track_higher_grads=(mode == "second_order"))
         current = [params[n] for n in names]
-        if mode == "detached":
-            current = [p.detach().requires_grad_(True) for p in current]
+        # Every fast weight is adapted, constants of the task (e.g. class embeddings) included;
+        # higher skips tensors that do not require grad, torch.func.grad does not.
+        current = [p.detach().requires_grad_(True) if mode == "detached" or not p.requires_grad else p
+                   for p in current]
         trajectory = [params]
         for step, lr in enumerate(lrs):
             loss = loss_fn(dict(zip(names, current)), step)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -54,19 +54,28 @@ class PromptClassifier:
     """Template + soft prompt + backbone + verbalizer, with parameters passed explicitly."""
 
     def __init__(self, backbone: Backbone, template: Template, prompt: PromptEncoder, verbalizer: Verbalizer,
-                 learn: Iterable[str] = ("prompt", "verbalizer"), train_backbone: bool = False, seed: int = 0,
+                 learn: Iterable[str] = ("prompt", "verbalizer"),
+                 train_backbone: bool | Callable[[str], bool] = False, seed: int = 0,
                  device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None):
+        """``train_backbone``: False (frozen), True (every weight), or a predicate on the backbone's
+        parameter names (PEFT methods: LoRA matrices, adapters, biases...)."""
         self.backbone = backbone
         self.encoder = backbone.encoder
         self.template = template
         self.prompt = prompt
         self.verbalizer = verbalizer
         self.learn = tuple(g for g in ("prompt", "verbalizer") if g in set(learn))
-        self.train_backbone = train_backbone
+        if isinstance(train_backbone, bool):
+            self.backbone_trainable: Callable[[str], bool] | None = (lambda name: True) if train_backbone else None
+        else:
+            self.backbone_trainable = train_backbone
         self.seed = seed
         self.device = torch.device(device)
         self.autocast_dtype = autocast_dtype
         self.encoder.to(self.device)
+        # Parameters and outputs use the backbone's dtype (float32; float64 in gradient checks);
+        # bf16 is an autocast of the forward only.
+        self.dtype = next(self.encoder.parameters()).dtype
         self._pretrained = self._fresh_init()
         # Groups that are not learned keep their initial values as constants.
         self.fixed: Params = {k: v for k, v in self._pretrained.items() if k.split(".")[0] not in self.learn}
@@ -77,15 +86,16 @@ class PromptClassifier:
         params = {}
         params.update(prefixed("prompt", self.prompt.init_params(generator)))
         params.update(prefixed("verbalizer", self.verbalizer.init_params(generator)))
-        return {k: v.detach().to(self.device, torch.float32) for k, v in params.items()}
+        return {k: v.detach().to(self.device, self.dtype) for k, v in params.items()}
 
     def init_params(self) -> Params:
         """The pretrained init: fresh leaf tensors (deterministic for the seed) + the backbone's weights."""
         params = {k: v.clone().requires_grad_(True) for k, v in self._pretrained.items()
                   if k.split(".")[0] in self.learn}
-        if self.train_backbone:
+        if self.backbone_trainable is not None:
             for name, weight in self.encoder.named_parameters():
-                params[f"backbone.{name}"] = weight.detach().clone().requires_grad_(True)
+                if self.backbone_trainable(name):
+                    params[f"backbone.{name}"] = weight.detach().clone().requires_grad_(True)
         return params
 
     def task_params(self, params: Params, task: Task) -> Params:
@@ -123,13 +133,13 @@ class PromptClassifier:
                 h_mask, vocab = functional_call(self.encoder, groups["backbone"], (), kwargs, strict=False)
             else:
                 h_mask, vocab = self.encoder(**kwargs)
-        return h_mask.float(), (None if vocab is None else vocab.float())
+        return h_mask.to(self.dtype), (None if vocab is None else vocab.to(self.dtype))
 
     def frozen_mask_states(self, batch: Batch) -> torch.Tensor:
         """``[MASK]`` states of the frozen pretrained model with no soft prompt (prompt pools use them)."""
         with torch.no_grad(), self._autocast():
             h_mask, _ = self.encoder(batch.input_ids, batch.attention_mask, batch.mask_positions)
-        return h_mask.float()
+        return h_mask.to(self.dtype)
 
     def __call__(self, params: Params, batch: Batch, task: Task) -> torch.Tensor:
         h_mask, vocab = self.encode(params, batch, want_vocab=self.verbalizer.needs_vocab)

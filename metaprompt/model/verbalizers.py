@@ -54,8 +54,9 @@ class Verbalizer:
                task: "Task") -> torch.Tensor:
         raise NotImplementedError
 
-    def class_label_embeddings(self, classes, device) -> torch.Tensor:
-        return torch.stack([self.label_embeddings[c] for c in classes]).to(device)
+    def class_label_embeddings(self, classes, like: torch.Tensor) -> torch.Tensor:
+        """Label-word embeddings of ``classes`` on the device and in the dtype of ``like``."""
+        return torch.stack([self.label_embeddings[c] for c in classes]).to(like)
 
 
 class LabelWordVerbalizer(Verbalizer):
@@ -104,11 +105,10 @@ class SoftVerbalizer(Verbalizer):
         return params
 
     def task_params(self, params, task):
-        device = params["log_scale"].device
-        return {**params, "class_emb": self.class_label_embeddings(task.classes, device)}
+        return {**params, "class_emb": self.class_label_embeddings(task.classes, params["log_scale"])}
 
     def logits(self, params, h_mask, vocab_logits, task):
-        h = h_mask.float()
+        h = h_mask
         if "transform" in params:
             h = F.linear(h, params["transform"], params["bias"])
         cosine = F.normalize(h, dim=-1) @ F.normalize(params["class_emb"], dim=-1).T

@@ -87,6 +87,7 @@ def save_checkpoint(path: Path, params: dict[str, torch.Tensor], optimizer: torc
             else:
                 layout[str(index)][key] = value
     tensors["rng/torch"] = torch.get_rng_state()
+    # LambdaLR stores None for plain functions; they are rebuilt from the config on resume.
     sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
     metadata = {
         "format": CHECKPOINT_FORMAT,
@@ -111,10 +112,12 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     for index, entry in layout.items():
         opt_state[int(index)] = {key: tensors[f"optim/{index}/{key}"] if value == "tensor" else value
                                  for key, value in entry.items()}
+    scheduler = json.loads(metadata["scheduler"])
+    scheduler["lr_lambdas"] = [None] * len(scheduler["base_lrs"])  # plain functions, rebuilt from the config
     return {
         "params": params,
         "optimizer": {"state": opt_state, "param_groups": json.loads(metadata["optimizer_groups"])},
-        "scheduler": json.loads(metadata["scheduler"]),
+        "scheduler": scheduler,
         "state": json.loads(metadata["state"]),
         "rng": tensors["rng/torch"],
     }

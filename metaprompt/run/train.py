@@ -218,8 +218,11 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, setup: Setup |
 
     wandb_run = _wandb_run(cfg, run_dir)
 
+    saved = {"step": state.step}
+
     def checkpoint() -> None:
         save_checkpoint(run_dir / CHECKPOINT_FILE, params, optimizer, scheduler, state.to_dict())
+        saved["step"] = state.step
 
     def run_validation() -> None:
         accuracies = validate(setup, algorithm, params, val_tasks)
@@ -261,9 +264,9 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, setup: Setup |
                     if cfg.train.on_nonfinite == "stop":
                         raise TrainingError(
                             f"non-finite loss or gradient at outer step {state.step + 1}, training episode {index} "
-                            f"(query loss {result.loss}); nothing was saved for this step, the last checkpoint "
-                            f"({run_dir / CHECKPOINT_FILE}, step {state.step - state.step % cfg.train.checkpoint_every}"
-                            ") is intact. Lower train.lr or meta.inner_lr, or set train.on_nonfinite=skip.")
+                            f"(query loss {result.loss}); nothing was saved for this step, and the last checkpoint "
+                            f"({run_dir / CHECKPOINT_FILE}, step {saved['step']}) is intact. "
+                            "Lower train.lr or meta.inner_lr, or set train.on_nonfinite=skip.")
                     break
             if bad:
                 state.skipped_steps += 1
