@@ -57,8 +57,13 @@ def test_engines_give_the_same_meta_gradient(tiny_config, algorithm, step, froze
         assert any(k.startswith("backbone.") for k in a)
     if algorithm == "maml++":
         assert any(k.startswith(LR_PREFIX) for k in a), "learned inner lrs get a meta-gradient"
-    for name in a:
-        assert _rel(a[name], b[name]) <= 1e-5, (name, _rel(a[name], b[name]))
+    # Per parameter group (prompt, verbalizer, backbone, inner_lr): a tensor whose true gradient
+    # is zero (e.g. attention key biases) holds only rounding noise, so tensors are not compared alone.
+    for group in {name.split(".")[0] for name in a}:
+        names = [n for n in a if n.split(".")[0] == group]
+        flat_a = torch.cat([a[n].flatten() for n in names])
+        flat_b = torch.cat([b[n].flatten() for n in names])
+        assert _rel(flat_a, flat_b) <= 1e-5, (group, _rel(flat_a, flat_b))
 
 
 def test_second_order_gradient_matches_finite_differences(tiny_config):
@@ -154,11 +159,13 @@ def test_reptile_moves_toward_adapted_weights(tiny_config):
 
 def test_maml_plus_plus_schedules(tiny_config):
     cfg, setup, _ = _setup(tiny_config, **{"meta.algorithm": "maml++", "meta.inner_steps": 4,
-                                            "meta.multi_step_loss_episodes": 10, "meta.first_order_fraction": 0.5})
+                                            "meta.multi_step_loss_episodes": 100, "meta.first_order_fraction": 0.5})
     alg = build_algorithm(cfg.meta, build_engine("torch_func"), setup.classifier)
-    first, late = alg.step_weights(0, 100), alg.step_weights(50, 100)
+    first, mid, late = alg.step_weights(0, 200), alg.step_weights(50, 200), alg.step_weights(100, 200)
     assert first == pytest.approx([0.25] * 4)
-    assert sum(late) == pytest.approx(1.0) and late[-1] > 0.9 and late[0] == pytest.approx(0.03 / 4)
+    assert mid == pytest.approx([0.125] * 3 + [0.625])
+    assert alg.step_weights(99, 200)[0] == pytest.approx(0.03 / 4)
+    assert late == [0.0, 0.0, 0.0, 1.0]
     assert alg.mode(49, 100) == "first_order" and alg.mode(50, 100) == "second_order"
     cfg.meta.multi_step_loss = False
     assert alg.step_weights(0, 100) == [0.0, 0.0, 0.0, 1.0]

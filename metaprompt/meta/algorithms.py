@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from metaprompt.config import MetaConfig
-from metaprompt.meta.engines import InnerLoop, attention_for
+from metaprompt.meta.engines import InnerLoop
 from metaprompt.model.classifier import PromptClassifier, Task
 from metaprompt.model.template import Batch
 
@@ -21,9 +21,11 @@ LR_PREFIX = "inner_lr."  # learned per-step, per-group inner learning rates (MAM
 
 @dataclass
 class TaskResult:
-    loss: float  # query loss after adaptation (the meta-objective)
-    accuracy: float  # query accuracy after adaptation
-    support_loss: float  # support loss before adaptation
+    """Training signals of one task (for logging): the meta-objective's loss and accuracy
+    (query set after adaptation; Reptile: its last inner mini-batch)."""
+
+    loss: float
+    accuracy: float
 
 
 def group_of(name: str) -> str:
@@ -86,27 +88,23 @@ class MetaAlgorithm:
         ``step`` / ``total``: the outer step and the number of outer steps of the run (for the
         schedules of MAML++)."""
         mode = self.mode(step, total)
-        with attention_for(mode):
-            trajectory = self.adapt(params, task, mode)
-            weights = self.step_weights(step, total)
-            objective = 0.0
-            last_logits = None
-            for t, w in enumerate(weights, start=1):
-                if w == 0.0:
-                    continue
-                logits = self.classifier(trajectory[t], task.query, task)
-                objective = objective + w * torch.nn.functional.cross_entropy(logits, task.query.labels)
-                if t == len(weights):
-                    last_logits = logits
-            leaves = [p for p in params.values() if p.requires_grad]
-            grads = torch.autograd.grad(objective, leaves, allow_unused=True)
+        trajectory = self.adapt(params, task, mode)
+        objective = 0.0
+        last_logits = None
+        weights = self.step_weights(step, total)
+        for t, w in enumerate(weights, start=1):
+            if w == 0.0:
+                continue
+            logits = self.classifier(trajectory[t], task.query, task)
+            objective = objective + w * torch.nn.functional.cross_entropy(logits, task.query.labels)
+            if t == len(weights):
+                last_logits = logits
+        leaves = [p for p in params.values() if p.requires_grad]
+        grads = torch.autograd.grad(objective, leaves, allow_unused=True)
         for p, g in zip(leaves, grads):
             if g is not None:
                 _add_grad(p, weight * g)
-        support_loss = _first_loss(self.classifier, trajectory[0], task)
-        accuracy = (last_logits.argmax(-1) == task.query.labels).float().mean().item()
-        loss = torch.nn.functional.cross_entropy(last_logits.detach(), task.query.labels).item()
-        return TaskResult(loss, accuracy, support_loss)
+        return _result(last_logits.detach(), task.query.labels)
 
 
 def model_params(params: Params) -> Params:
@@ -122,9 +120,9 @@ def _add_grad(p: torch.Tensor, g: torch.Tensor) -> None:
         p.grad.add_(g)
 
 
-@torch.no_grad()
-def _first_loss(classifier: PromptClassifier, fast: Params, task: Task) -> float:
-    return float(classifier.loss({k: v.detach() for k, v in fast.items()}, task.support, task))
+def _result(logits: torch.Tensor, labels: torch.Tensor) -> TaskResult:
+    loss = torch.nn.functional.cross_entropy(logits, labels).item()
+    return TaskResult(loss, (logits.argmax(-1) == labels).float().mean().item())
 
 
 class MAML(MetaAlgorithm):
@@ -146,7 +144,8 @@ class MAMLPlusPlus(MetaAlgorithm):
     """MAML++ (Antoniou et al. 2019): the tricks that apply to transformers, each switchable.
 
     - multi-step loss: the query loss after every inner step, weighted; the weights anneal
-      from uniform to the last step over ``multi_step_loss_episodes`` outer steps;
+      from uniform toward the last step over ``multi_step_loss_episodes`` outer steps, after
+      which only the last step counts;
     - LSLR: a learned inner learning rate per step and per parameter group;
     - derivative-order annealing: first order for ``first_order_fraction`` of training;
     - cosine annealing of the outer learning rate is ``train.schedule=cosine``.
@@ -169,9 +168,11 @@ class MAMLPlusPlus(MetaAlgorithm):
         steps = self.cfg.inner_steps
         if not self.cfg.multi_step_loss or steps == 1:
             return super().step_weights(step, total)
-        # Antoniou et al.: non-final weights decay linearly to a floor of 0.03/K; the last takes the rest.
-        anneal = min(1.0, step / self.cfg.multi_step_loss_episodes)
-        early = max(0.03 / steps, (1.0 - anneal) / steps)
+        # Antoniou et al.: non-final weights decay linearly to a floor of 0.03/K, the last takes the
+        # rest; after the annealing period only the last step's loss is used.
+        if step >= self.cfg.multi_step_loss_episodes:
+            return super().step_weights(step, total)
+        early = max(0.03 / steps, (1.0 - step / self.cfg.multi_step_loss_episodes) / steps)
         return [early] * (steps - 1) + [1.0 - early * (steps - 1)]
 
 
@@ -194,16 +195,19 @@ class Reptile(MetaAlgorithm):
         batches = [examples.select(order[(t * size) % len(examples):][:size]) for t in range(self.cfg.inner_steps)]
         fast = self.classifier.task_params(model_params(params), task)
         lrs = self.inner_lrs(params, list(fast), detach=True)
-        trajectory = self.engine.adapt(lambda p, t: self.classifier.loss(p, batches[t], task), fast, lrs, "detached")
-        final = trajectory[-1]
+        last = {}
+
+        def loss_fn(p, t):
+            logits = self.classifier(p, batches[t], task)
+            last["logits"], last["labels"] = logits, batches[t].labels
+            return torch.nn.functional.cross_entropy(logits, batches[t].labels)
+
+        final = self.engine.adapt(loss_fn, fast, lrs, "detached")[-1]
         for name, p in params.items():
             if name in final and p.requires_grad:
                 _add_grad(p, weight * (p.detach() - final[name].detach()))
-        with torch.no_grad():
-            logits = self.classifier(final, task.query, task)
-            loss = torch.nn.functional.cross_entropy(logits, task.query.labels).item()
-            accuracy = (logits.argmax(-1) == task.query.labels).float().mean().item()
-        return TaskResult(loss, accuracy, _first_loss(self.classifier, fast, task))
+        # No extra forward pass just for logging: report the last inner mini-batch.
+        return _result(last["logits"].detach(), last["labels"])
 
 
 def _concat(a: Batch, b: Batch) -> Batch:

@@ -38,8 +38,9 @@ MODES = ("second_order", "first_order", "detached")
 @contextlib.contextmanager
 def attention_for(mode: str):
     """Double backward through attention needs the SDPA *math* kernel (the fused CPU/GPU kernels
-    have no second derivative). Engines' callers wrap second-order work in this context, so a
-    user never has to choose an attention implementation."""
+    have no second derivative). The engines run each second-order inner step in this context,
+    so a user never has to choose an attention implementation; the query pass keeps the fast
+    kernel, since it is differentiated only once."""
     if mode != "second_order":
         yield
         return
@@ -64,18 +65,22 @@ class TorchFuncLoop(InnerLoop):
         assert mode in MODES, mode
         trajectory = [params]
         for step, lr in enumerate(lrs):
-            if mode == "second_order":
-                grads = torch.func.grad(lambda p: loss_fn(p, step))(params)
-            else:
-                # Gradients at detached copies: nothing of the inner backward enters the outer graph.
-                grads = torch.func.grad(lambda p: loss_fn(p, step))({k: v.detach() for k, v in params.items()})
-            if mode == "detached":
-                with torch.no_grad():
-                    params = {k: v - lr[k] * grads[k] for k, v in params.items()}
-            else:
-                params = {k: v - lr[k] * grads[k] for k, v in params.items()}
+            with attention_for(mode):
+                if mode == "second_order":
+                    grads = torch.func.grad(lambda p: loss_fn(p, step))(params)
+                else:
+                    # Gradients at detached copies: nothing of the inner backward enters the outer graph.
+                    grads = torch.func.grad(lambda p: loss_fn(p, step))({k: v.detach() for k, v in params.items()})
+            with torch.no_grad() if mode == "detached" else contextlib.nullcontext():
+                params = {k: _sgd(v, grads[k], lr[k]) for k, v in params.items()}
             trajectory.append(params)
         return trajectory
+
+
+def _sgd(value: torch.Tensor, grad: torch.Tensor, lr) -> torch.Tensor:
+    if isinstance(lr, torch.Tensor):  # learned (LSLR) rates stay in the graph
+        return value - lr * grad
+    return torch.add(value, grad, alpha=-lr)  # one fused op, one allocation
 
 
 class HigherLoop(InnerLoop):
@@ -101,8 +106,9 @@ class HigherLoop(InnerLoop):
                    for p in current]
         trajectory = [params]
         for step, lr in enumerate(lrs):
-            loss = loss_fn(dict(zip(names, current)), step)
-            current = diffopt.step(loss, params=current, override={"lr": [lr[n] for n in names]})
+            with attention_for(mode):
+                loss = loss_fn(dict(zip(names, current)), step)
+                current = diffopt.step(loss, params=current, override={"lr": [lr[n] for n in names]})
             trajectory.append(dict(zip(names, current)))
         if mode == "detached":
             trajectory[1:] = [{k: v.detach() for k, v in p.items()} for p in trajectory[1:]]
