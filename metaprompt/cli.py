@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     d = data_sub.add_parser("check", help="report every problem of the data files in DIR (or one file)")
     d.add_argument("path", type=Path)
     _add_set(d)
+
+    from metaprompt.peft import cli as peft_cli  # light: no torch at parse time
+
+    peft_cli.add_parser(sub)
     return parser
 
 
@@ -149,8 +153,14 @@ def _cmd_data(args) -> int:
     return 1 if errors else 0
 
 
+def _cmd_baseline(args) -> int:
+    from metaprompt.peft import cli as peft_cli
+
+    return peft_cli.run(args)
+
+
 COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "export": _cmd_export, "episodes": _cmd_episodes,
-            "data": _cmd_data}
+            "data": _cmd_data, "baseline": _cmd_baseline}
 
 
 def main(argv: list[str] | None = None) -> int:

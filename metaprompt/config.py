@@ -95,21 +95,28 @@ class PromptConfig:
     kind: str = "embedding"
     length: int = 4  # soft tokens
     template: str = "{text} . [P] topic is [MASK] ."
+    template_id: int | None = None  # when set: template N of the data set's file (configs/templates/), replacing `template`
     init: str = "text"  # random | vocab | label_words | text
-    init_text: str = "the news article"  # used by init=text (repeated/cut to `length` tokens)
+    init_text: str = "the news article"  # used by init=text (cut to `length` tokens, or filled up with random words)
     # ptuning / prefix reparameterisation and pool sizes (prompt zoo)
     hidden_size: int = 128
     pool_size: int = 8
+    prefix_projection: bool = False  # prefix: reparameterise the per-layer prefixes by an MLP
 
     def __post_init__(self) -> None:
         _choice(self.kind, "prompt.kind", PROMPT_KINDS)
         _choice(self.init, "prompt.init", PROMPT_INITS)
         _check(self.length >= 0, "prompt.length", f"must be ≥ 0, got {self.length}")
+        _check(self.kind == "embedding" or self.length >= 1, "prompt.length",
+               f"prompt.kind={self.kind} needs at least one prompt token, got {self.length}")
+        _check(self.template_id is None or self.template_id >= 0, "prompt.template_id",
+               f"must be ≥ 0, got {self.template_id}")
         _check(self.template.count("[MASK]") == 1, "prompt.template",
                f"must contain exactly one [MASK], got {self.template!r}")
         _check(self.template.count("{text}") == 1, "prompt.template",
                f"must contain exactly one {{text}}, got {self.template!r}")
-        _check(self.length == 0 or "[P]" in self.template, "prompt.template",
+        # Deep prompts (prefix) sit in front of every layer, not in [P] slots of the input.
+        _check(self.length == 0 or self.kind == "prefix" or "[P]" in self.template, "prompt.template",
                f"prompt.length is {self.length} but the template has no [P] slot: {self.template!r}")
         _check(self.hidden_size >= 1, "prompt.hidden_size", "must be ≥ 1")
         _check(self.pool_size >= 1, "prompt.pool_size", "must be ≥ 1")
@@ -119,12 +126,14 @@ class PromptConfig:
 class VerbalizerConfig:
     kind: str = "soft"
     label_words: str = "label_name"  # section of verbalizers.json (built-in data sets)
-    scale: float = 10.0  # initial temperature of cosine scores (soft / proto)
-    learn_transform: bool = False  # soft: a learned linear map of the [MASK] state (identity init)
+    scale: float = 10.0  # initial temperature of the scores (soft / proto / repverb / hybrid)
+    learn_transform: bool = False  # soft / proto: a learned linear map of the [MASK] state (identity init)
     hybrid_weight: float = 0.5  # hybrid: weight of the representative verbalizer
+    distance: str = "cosine"  # proto: cosine | euclidean
 
     def __post_init__(self) -> None:
         _choice(self.kind, "verbalizer.kind", VERBALIZER_KINDS)
+        _choice(self.distance, "verbalizer.distance", ("cosine", "euclidean"))
         _positive(self.scale, "verbalizer.scale")
         _check(0.0 <= self.hybrid_weight <= 1.0, "verbalizer.hybrid_weight", "must be in [0, 1]")
 
@@ -221,6 +230,36 @@ class EvalConfig:
         _check(self.batch_size >= 1, "eval.batch_size", "must be ≥ 1")
 
 
+PEFT_METHODS = ("none", "full", "lora", "ia3", "bitfit", "adapter", "prompt_tuning", "ptuning", "prefix",
+                "ptuning_v2")
+
+
+@dataclass
+class PeftConfig:
+    """Which parameter-efficient method is adapted and meta-learned (``metaprompt.peft``).
+
+    ``none``: the soft prompt and verbalizer only (MetaPrompting). Each method's settings are
+    validated by its own dataclass in ``metaprompt/peft/<method>.py``."""
+
+    method: str = "none"
+    lora_r: int = 8
+    lora_alpha: float = 16.0
+    # Module-name suffixes of the layers to adapt; empty: peft's default for the model type.
+    lora_targets: list[str] = field(default_factory=list)  # BERT: query, value
+    ia3_targets: list[str] = field(default_factory=list)  # empty: peft's default (BERT: key, value, output.dense)
+    ia3_feedforward: list[str] = field(default_factory=list)  # scaled at their input; empty: peft's default
+    adapter_size: int = 32  # Houlsby bottleneck width
+    adapter_activation: str = "gelu"
+    adapter_init_std: float = 1e-2  # down-projection init N(0, std²) truncated at 2 std; up-projection 0
+    adapter_targets: list[str] = field(default_factory=list)  # module-name suffixes; empty: known per family
+
+    def __post_init__(self) -> None:
+        _choice(self.method, "peft.method", PEFT_METHODS)
+        from metaprompt.peft import validate_settings  # each method validates its own settings
+
+        validate_settings(self)
+
+
 @dataclass
 class LogConfig:
     wandb: bool = False  # log to Weights & Biases (mode from $WANDB_MODE; offline unless set)
@@ -239,13 +278,19 @@ class Config:
     meta: MetaConfig = field(default_factory=MetaConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    peft: PeftConfig = field(default_factory=PeftConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def __post_init__(self) -> None:
         _check(self.threads >= 0, "threads", "must be ≥ 0")
+        if self.prompt.template_id is not None:
+            self.prompt.template = _builtin_template(self.data.dataset, self.prompt.template_id)
         if self.verbalizer.kind in ("label_words", "hybrid"):
             _check(self.model.mlm_head != "no", "verbalizer.kind",
                    f"'{self.verbalizer.kind}' scores label words with a masked-LM head, but model.mlm_head is 'no'")
+        from metaprompt.peft import check_config  # the PEFT method against prompt and model settings
+
+        check_config(self)
 
     # -- conversions -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -277,6 +322,21 @@ class Config:
         for item in overrides:
             apply_override(data, item)
         return cls.from_dict(data, source=source)
+
+
+def _builtin_template(dataset: str, index: int) -> str:
+    """Template ``index`` of a built-in data set (metaprompt/resources/templates_<dataset>.yaml)."""
+    from metaprompt.model.template import TemplateError, builtin_templates
+
+    _check(dataset != "custom", "prompt.template_id",
+           "picks a built-in data set's template; with data.dataset=custom write prompt.template instead")
+    try:
+        templates = builtin_templates(dataset)
+    except TemplateError as err:
+        raise ConfigError(f"config key 'prompt.template_id': {err}") from None
+    _check(index < len(templates), "prompt.template_id",
+           f"{dataset} has templates 0..{len(templates) - 1}, got {index}")
+    return templates[index]
 
 
 def all_keys(cls: type = Config, prefix: str = "") -> list[str]:

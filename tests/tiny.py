@@ -60,7 +60,9 @@ def save_tiny_model(family: str, folder: Path, mlm_head: bool = True, seed: int 
     if family in ("bert", "distilbert"):
         tokenizer = tf.AutoTokenizer.from_pretrained(minilm_tokenizer_dir())
         if family == "distilbert":
-            tokenizer = tf.DistilBertTokenizerFast(vocab_file=str(Path(minilm_tokenizer_dir()) / "vocab.txt"))
+            # transformers 5 tokenizers take the vocabulary as `vocab=` (a `vocab_file=` keyword is
+            # silently ignored and leaves only the special tokens).
+            tokenizer = tf.DistilBertTokenizerFast(vocab=str(Path(minilm_tokenizer_dir()) / "vocab.txt"))
     elif family == "roberta":
         tokenizer = _tiny_bpe_tokenizer(folder)
     else:
@@ -97,4 +99,6 @@ def _tiny_bpe_tokenizer(folder: Path):
     raw = folder / "bpe"
     raw.mkdir(parents=True, exist_ok=True)
     bpe.save_model(str(raw))
-    return RobertaTokenizerFast(vocab_file=str(raw / "vocab.json"), merges_file=str(raw / "merges.txt"))
+    tokenizer = RobertaTokenizerFast(vocab=str(raw / "vocab.json"), merges=str(raw / "merges.txt"))
+    assert len(tokenizer) > 100, "the BPE vocabulary was not loaded"
+    return tokenizer

@@ -8,6 +8,7 @@ hidden state at ``[MASK]``, and the MLM head applied at ``[MASK]`` only), so tha
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,9 +88,11 @@ class MaskedEncoder(nn.Module):
         mask_positions: torch.Tensor,
         prompt_positions: torch.Tensor | None = None,
         prompt_embeds: torch.Tensor | None = None,
-        past_key_values=None,
+        prefix: torch.Tensor | None = None,
         want_vocab: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``prefix``: deep prompts, ``[layers, 2, P, H]`` (key and value vectors of ``P`` virtual
+        tokens at every layer, shared by the batch); see :meth:`prefix_inputs`."""
         embeds = self.embed_tokens(input_ids)
         if prompt_embeds is not None and prompt_positions is not None and prompt_positions.shape[1] > 0:
             batch, length = prompt_positions.shape
@@ -99,8 +102,8 @@ class MaskedEncoder(nn.Module):
             index = prompt_positions.unsqueeze(-1).expand(batch, length, hidden)
             embeds = embeds.scatter(1, index, prompt_embeds.to(embeds.dtype))
         kwargs = {"inputs_embeds": embeds, "attention_mask": attention_mask}
-        if past_key_values is not None:
-            kwargs["past_key_values"] = past_key_values
+        if prefix is not None:
+            kwargs.update(self.prefix_inputs(prefix, attention_mask))
         hidden_states = self.encoder(**kwargs)[0]
         rows = torch.arange(hidden_states.shape[0], device=hidden_states.device)
         h_mask = hidden_states[rows, mask_positions]
@@ -110,6 +113,45 @@ class MaskedEncoder(nn.Module):
         if head is None or not self.has_mlm_head:
             raise ModelLoadError("this backbone has no masked-LM head; use a hidden-state verbalizer")
         return h_mask, head(h_mask)
+
+    # -- deep prompts (prefix tuning) --------------------------------------------------------------
+    def check_prefix_support(self) -> None:
+        """Raise :class:`ModelLoadError` unless the encoder takes per-layer key/value prefixes."""
+        model_type = getattr(self.model.config, "model_type", "?")
+        accepts = "past_key_values" in inspect.signature(self.encoder.forward).parameters
+        if not accepts or getattr(self.model.config, "is_decoder", False):
+            raise ModelLoadError(
+                f"prompt.kind=prefix feeds key/value prefixes to every layer as past_key_values, and model "
+                f"type '{model_type}' does not accept them (BERT-, RoBERTa- and ELECTRA-style encoders do); "
+                "use prompt.kind=embedding, ptuning or pool with this model")
+
+    def prefix_inputs(self, prefix: torch.Tensor, attention_mask: torch.Tensor, mask_value: int = 1) -> dict:
+        """Encoder keyword arguments that put ``prefix`` ([layers, 2, P, H]) in front of every layer.
+
+        The prefix goes in as a fresh ``DynamicCache`` (a layer's attention appends the tokens'
+        keys and values to it, so it is never reused), the attention mask grows by ``P`` columns
+        of ``mask_value`` on the left, and the tokens keep the positions they have without a
+        prefix (BERT would otherwise start them at ``P``).
+        """
+        from transformers import DynamicCache
+
+        cfg = self.model.config
+        layers, _, length, hidden = prefix.shape
+        heads = cfg.num_attention_heads
+        batch = attention_mask.shape[0]
+        kv = prefix.view(layers, 2, 1, length, heads, hidden // heads).transpose(3, 4)
+        kv = kv.expand(layers, 2, batch, heads, length, hidden // heads)
+        cache = DynamicCache(ddp_cache_data=[(kv[i, 0], kv[i, 1]) for i in range(layers)])
+        pad = torch.full((batch, length), mask_value, dtype=attention_mask.dtype, device=attention_mask.device)
+        out = {"past_key_values": cache, "attention_mask": torch.cat([pad, attention_mask], dim=1)}
+        if getattr(cfg, "model_type", "") not in _PADDING_OFFSET_POSITIONS:
+            seq = attention_mask.shape[1]
+            out["position_ids"] = torch.arange(seq, device=attention_mask.device).unsqueeze(0).expand(batch, seq)
+        return out
+
+
+# Families whose position ids, computed from ``inputs_embeds``, ignore the cache length already.
+_PADDING_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "roberta-prelayernorm", "xmod", "data2vec-text")
 
 
 @dataclass

@@ -127,7 +127,7 @@ class PromptClassifier:
         prompt = self.prompt(groups["prompt"], batch, self.frozen_mask_states)
         kwargs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                       mask_positions=batch.mask_positions, prompt_positions=batch.prompt_positions,
-                      prompt_embeds=prompt.embeds, past_key_values=prompt.past_key_values, want_vocab=want_vocab)
+                      prompt_embeds=prompt.embeds, prefix=prompt.prefix, want_vocab=want_vocab)
         with self._autocast():
             if groups["backbone"]:
                 h_mask, vocab = functional_call(self.encoder, groups["backbone"], (), kwargs, strict=False)
@@ -143,12 +143,15 @@ class PromptClassifier:
 
     def __call__(self, params: Params, batch: Batch, task: Task) -> torch.Tensor:
         h_mask, vocab = self.encode(params, batch, want_vocab=self.verbalizer.needs_vocab)
+        support = None
+        if self.verbalizer.needs_support:  # prototype verbalizers: the support states under these params
+            support = h_mask if batch is task.support else self.encode(params, task.support)[0]
         verbalizer_params = split_params(params)["verbalizer"]
         if "verbalizer" not in self.learn:
             verbalizer_params = self.verbalizer.task_params(split_params(self.fixed)["verbalizer"], task)
         elif not self.verbalizer.task_keys <= verbalizer_params.keys():  # meta-level params: derive the task's
             verbalizer_params = self.verbalizer.task_params(verbalizer_params, task)
-        return self.verbalizer.logits(verbalizer_params, h_mask, vocab, task)
+        return self.verbalizer.logits(verbalizer_params, h_mask, vocab, task, support=support)
 
     def loss(self, params: Params, batch: Batch, task: Task) -> torch.Tensor:
         return F.cross_entropy(self(params, batch, task), batch.labels)

@@ -153,3 +153,22 @@ class Template:
             prompt_positions=torch.tensor([p for _, _, p in encoded], dtype=torch.long).reshape(len(encoded), -1),
             labels=None if labels is None else torch.as_tensor(labels, dtype=torch.long),
         )
+
+
+def builtin_templates(dataset: str) -> list[str]:
+    """The MetaPrompting templates of a built-in data set, in order (T0, T1, T2).
+
+    Read from ``metaprompt/resources/templates_<dataset>.yaml`` (shipped with the package;
+    ``configs/templates/<dataset>.yaml`` is the same file for reading and copying)."""
+    from importlib import resources
+
+    import yaml
+
+    path = resources.files("metaprompt") / "resources" / f"templates_{dataset}.yaml"
+    if not path.is_file():
+        raise TemplateError(f"no built-in templates for data set '{dataset}'")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    templates = data.get("templates")
+    if not isinstance(templates, list) or not all(isinstance(t, str) for t in templates):
+        raise TemplateError(f"{path}: expected a list of template strings under 'templates'")
+    return templates

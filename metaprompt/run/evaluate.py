@@ -13,6 +13,7 @@ from episodes import episodes_sha256, read_episode_file
 from metaprompt.config import Config
 from metaprompt.meta.algorithms import build_algorithm
 from metaprompt.meta.engines import build_engine
+from metaprompt.peft import method_label
 from metaprompt.run.adaptation import adapt_and_score
 from metaprompt.run.checkpoint import load_init
 from metaprompt.run.provenance import git_commit, peak_rss_mb, provenance
@@ -78,17 +79,20 @@ def load_meta_params(run_dir: Path, setup: Setup) -> tuple[dict[str, torch.Tenso
 
 
 def evaluate(run_dir: str | Path, overrides: list[str] = (), episodes: int | None = None,
-             json_path: str | Path | None = None) -> dict[str, Any]:
+             json_path: str | Path | None = None, inits: tuple[str, ...] = ("pretrained", "meta"),
+             setup: Setup | None = None) -> dict[str, Any]:
+    """Score ``inits`` of the run in ``run_dir``; ``setup``: reuse one built from its config."""
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise EvalError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
     extra = [f"eval.episodes={episodes}"] if episodes else []
-    cfg = Config.load(run_dir / CONFIG_FILE, list(overrides) + extra)
-    setup = build_setup(cfg)
-    meta_params, info = load_meta_params(run_dir, setup)
-    header, test, sha = test_episodes(setup, cfg.eval.episodes)
-    rows = [score_init(setup, setup.classifier.init_params(), test, "pretrained"),
-            score_init(setup, meta_params, test, "meta")]
+    if setup is None:
+        setup = build_setup(Config.load(run_dir / CONFIG_FILE, list(overrides) + extra))
+    cfg = setup.cfg
+    meta_params, info = load_meta_params(run_dir, setup) if "meta" in inits else (None, None)
+    header, test, sha = test_episodes(setup, episodes or cfg.eval.episodes)
+    rows = [score_init(setup, setup.classifier.init_params() if init == "pretrained" else meta_params, test, init)
+            for init in inits]
     references = []
     if cfg.eval.reference:
         accs, seconds = centroid_reference(setup, test)
@@ -102,12 +106,12 @@ def evaluate(run_dir: str | Path, overrides: list[str] = (), episodes: int | Non
         "dataset": d.dataset, "n_way": d.n_way, "k_shot": d.k_shot, "n_query": d.n_query,
         "n_episodes": len(test), "episodes_sha256": sha, "episodes_seed": header.get("seed"),
         "model": cfg.model.name, "seed": cfg.seed, "commit": git_commit(),
-        "method": "metaprompting", "algorithm": cfg.meta.algorithm, "engine": cfg.meta.engine,
+        "method": method_label(cfg), "algorithm": cfg.meta.algorithm, "engine": cfg.meta.engine,
         "prompt": cfg.prompt.kind, "verbalizer": cfg.verbalizer.kind,
         "trainable_params": setup.classifier.count(setup.classifier.init_params())["total"],
         "adaptation": {"mode": cfg.eval.adapt, "steps": cfg.eval.steps or cfg.meta.inner_steps,
                        "lr": cfg.eval.lr or cfg.meta.inner_lr},
-        "meta_init": {"file": BEST_FILE, **info},
+        "meta_init": None if info is None else {"file": BEST_FILE, **info},
         "results": rows, "references": references,
         "data_sha256": setup.dataset.sha256, "peak_rss_mb": peak_rss_mb(),
         "provenance": provenance(), "config": cfg.to_dict(),

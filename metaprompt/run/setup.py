@@ -19,9 +19,10 @@ from episodes.data import default_cache_dir
 from metaprompt.config import Config
 from metaprompt.model.backbone import Backbone, load_backbone
 from metaprompt.model.classifier import PromptClassifier, Task
-from metaprompt.model.prompts import build_prompt_encoder
+from metaprompt.model.prompts import build_prompt_encoder, shallow_length
 from metaprompt.model.template import Template
 from metaprompt.model.verbalizers import build_verbalizer
+from metaprompt.peft import apply_peft
 
 log = logging.getLogger(__name__)
 
@@ -111,14 +112,17 @@ def build_setup(cfg: Config) -> Setup:
     if cfg.model.gradient_checkpointing:
         backbone.encoder.model.gradient_checkpointing_enable()
     max_length = min(cfg.model.max_length, backbone.max_positions)
-    template = Template(cfg.prompt.template, backbone.tokenizer, cfg.prompt.length, max_length,
+    # [P] slots hold the shallow prompt (none for deep prompts: prefix sits in every layer).
+    template = Template(cfg.prompt.template, backbone.tokenizer, shallow_length(cfg.prompt), max_length,
                         cfg.data.max_text_tokens)
     words = label_word_ids(backbone.tokenizer, dataset.label_words)
     prompt = build_prompt_encoder(cfg.prompt, backbone, words, dataset.splits.train)
     verbalizer = build_verbalizer(cfg.verbalizer, backbone, words)
     autocast = torch.bfloat16 if cfg.model.dtype == "bfloat16" else None
+    # peft.method: inject LoRA/IA3/adapters in place; the predicate names the tensors to adapt.
+    peft_trainable = apply_peft(cfg, backbone, needs_vocab=verbalizer.needs_vocab)
     classifier = PromptClassifier(backbone, template, prompt, verbalizer, learn=cfg.meta.learn,
-                                  train_backbone=not cfg.model.freeze_backbone, seed=cfg.seed,
+                                  train_backbone=peft_trainable or not cfg.model.freeze_backbone, seed=cfg.seed,
                                   device=device, autocast_dtype=autocast)
     tokens = tokenize_dataset(dataset, template)
     return Setup(cfg, dataset, tokens, backbone, template, classifier, device)
