@@ -144,6 +144,7 @@ class MetaConfig:
     engine: str = "torch_func"
     inner_steps: int = 5
     inner_lr: float = 0.1
+    inner_lr_backbone: float | None = None  # inner lr of backbone (PEFT) tensors; default meta.inner_lr
     meta_batch: int = 1
     learn: list[str] = field(default_factory=lambda: ["prompt", "verbalizer"])  # + backbone if not frozen
     # MAML++ (Antoniou et al. 2019); each trick can be switched off.
@@ -159,6 +160,8 @@ class MetaConfig:
         _choice(self.engine, "meta.engine", ENGINES)
         _check(self.inner_steps >= 1, "meta.inner_steps", f"must be ≥ 1, got {self.inner_steps}")
         _positive(self.inner_lr, "meta.inner_lr")
+        if self.inner_lr_backbone is not None:
+            _positive(self.inner_lr_backbone, "meta.inner_lr_backbone")
         _check(self.meta_batch >= 1, "meta.meta_batch", f"must be ≥ 1, got {self.meta_batch}")
         for group in self.learn:
             _choice(group, "meta.learn", LEARNABLE_GROUPS)

@@ -61,13 +61,14 @@ class MetaAlgorithm:
         steps beyond the learned ones reuse the last learned rate."""
         steps = self.cfg.inner_steps if steps is None else steps
         base = self.cfg.inner_lr if lr is None else lr
+        backbone = self.cfg.inner_lr_backbone if self.cfg.inner_lr_backbone is not None and lr is None else base
         out = []
         for t in range(steps):
             rates: dict[str, float | torch.Tensor] = {}
             for name in fast_names:
                 learned = params.get(LR_PREFIX + group_of(name))
                 if learned is None:
-                    rates[name] = base
+                    rates[name] = backbone if group_of(name) == "backbone" else base
                 else:
                     value = learned[min(t, learned.shape[0] - 1)]
                     rates[name] = value.detach() if detach else value
@@ -158,7 +159,8 @@ class MAMLPlusPlus(MetaAlgorithm):
             return {}
         groups = sorted({group_of(n) for n in params})
         device = next(iter(params.values())).device
-        return {LR_PREFIX + g: torch.full((self.cfg.inner_steps,), self.cfg.inner_lr, device=device,
+        start = {"backbone": self.cfg.inner_lr_backbone or self.cfg.inner_lr}
+        return {LR_PREFIX + g: torch.full((self.cfg.inner_steps,), start.get(g, self.cfg.inner_lr), device=device,
                                           requires_grad=True) for g in groups}
 
     def mode(self, step, total):

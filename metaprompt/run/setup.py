@@ -23,6 +23,7 @@ from metaprompt.model.prompts import build_prompt_encoder, shallow_length
 from metaprompt.model.template import Template
 from metaprompt.model.verbalizers import build_verbalizer
 from metaprompt.peft import apply_peft
+from metaprompt.peft.base import used_names
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,9 @@ def tokenize_dataset(dataset: TextDataset, template: Template, cache: bool = Tru
             cache_file = str(folder / f"{dataset.name}-{digest}.arrow")
         except OSError:
             cache_file = None  # an unwritable cache only costs time
+    # new_fingerprint: our key already identifies the result (datasets would hash the tokenizer).
     table = dataset.table.map(encode, batched=True, batch_size=2000, cache_file_name=cache_file,
+                              new_fingerprint=digest,
                               remove_columns=[c for c in dataset.table.column_names if c != "label"],
                               desc=f"tokenizing {dataset.name}")
     return [list(ids) for ids in table["ids"]]
@@ -120,9 +123,11 @@ def build_setup(cfg: Config) -> Setup:
     verbalizer = build_verbalizer(cfg.verbalizer, backbone, words)
     autocast = torch.bfloat16 if cfg.model.dtype == "bfloat16" else None
     # peft.method: inject LoRA/IA3/adapters in place; the predicate names the tensors to adapt.
-    peft_trainable = apply_peft(cfg, backbone, needs_vocab=verbalizer.needs_vocab)
+    trainable = apply_peft(cfg, backbone, needs_vocab=verbalizer.needs_vocab)
+    if trainable is None and not cfg.model.freeze_backbone:  # every weight that reaches the output
+        trainable = used_names(backbone, verbalizer.needs_vocab).__contains__
     classifier = PromptClassifier(backbone, template, prompt, verbalizer, learn=cfg.meta.learn,
-                                  train_backbone=peft_trainable or not cfg.model.freeze_backbone, seed=cfg.seed,
+                                  train_backbone=trainable or False, seed=cfg.seed,
                                   device=device, autocast_dtype=autocast)
     tokens = tokenize_dataset(dataset, template)
     return Setup(cfg, dataset, tokens, backbone, template, classifier, device)
