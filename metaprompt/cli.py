@@ -15,10 +15,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from metaprompt.run.checkpoint import CheckpointError
     from metaprompt.run.evaluate import EvalError
     from metaprompt.run.export import ExportError
+    from metaprompt.run.report import ReportError
     from metaprompt.run.train import RunDirError, TrainingError
 
     return (ConfigError, DataError, ModelLoadError, TemplateError, CheckpointError, EvalError, ExportError,
-            RunDirError, TrainingError)
+            RunDirError, TrainingError, ReportError)
 
 
 def _add_set(parser: argparse.ArgumentParser) -> None:
@@ -41,13 +42,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path)
     p.add_argument("--episodes", type=int, help="number of test episodes (default eval.episodes)")
     p.add_argument("--json", type=Path, help="also write the results JSON here")
+    p.add_argument("--init", choices=["pretrained", "meta", "both"], default="both",
+                   help="which init to score (default both)")
     _add_set(p)
 
     p = sub.add_parser("export", help="export the learned init")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--format", default="native", help="native (default)")
+    p.add_argument("--format", default="native", choices=["native", "peft"],
+                   help="native: init.safetensors + metaprompt.json (default); peft: also a Hugging Face peft "
+                        "adapter (adapter_config.json + adapter_model.safetensors) where the design has one")
     _add_set(p)
+
+    p = sub.add_parser("load", help="check an export directory and print what it holds")
+    p.add_argument("export_dir", type=Path)
+    p.add_argument("--model", help="check the export against this base model (hub id, directory or alias)")
 
     p = sub.add_parser("episodes", help="write a fixed episode file")
     p.add_argument("--dataset", required=True, help="huffpost | amazon | reuters | 20news | custom")
@@ -74,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     from metaprompt.peft import cli as peft_cli  # light: no torch at parse time
 
     peft_cli.add_parser(sub)
+
+    p = sub.add_parser("report", help="aggregate results JSON into report.md with tables and plots")
+    p.add_argument("paths", type=Path, nargs="+", metavar="RUN_DIR_OR_RESULTS",
+                   help="run directories, results JSON files, or folders searched for them")
+    p.add_argument("--out", type=Path, required=True, help="folder for report.md and the PNG plots")
+    p.add_argument("--title", help="report title")
+    p.add_argument("--no-plots", action="store_true", help="tables only")
     return parser
 
 
@@ -93,6 +109,10 @@ def _cmd_train(args) -> int:
         cfg = Config.load(args.config, args.overrides)
         summary = train(cfg, args.out)
         run_dir = args.out
+    from metaprompt.run.distributed import is_main_process
+
+    if not is_main_process():  # torchrun / accelerate launch: rank 0 reports
+        return 0
     print(f"trained {summary['episodes']} episodes in {summary['train_seconds']:.0f} s "
           f"({summary['seconds_per_episode']:.2f} s/episode); best validation accuracy "
           f"{100 * summary['best_val_accuracy']:.1f}% after {summary['best_episodes']} episodes; run: {run_dir}")
@@ -102,7 +122,8 @@ def _cmd_train(args) -> int:
 def _cmd_eval(args) -> int:
     from metaprompt.run.evaluate import evaluate
 
-    evaluate(args.run_dir, args.overrides, args.episodes, args.json)
+    inits = ("pretrained", "meta") if args.init == "both" else (args.init,)
+    evaluate(args.run_dir, args.overrides, args.episodes, args.json, inits=inits)
     return 0
 
 
@@ -111,6 +132,13 @@ def _cmd_export(args) -> int:
 
     out = export_run(args.run_dir, args.out, args.format)
     print(f"exported to {out}")
+    return 0
+
+
+def _cmd_load(args) -> int:
+    from metaprompt.load import load_init
+
+    print(load_init(args.export_dir, model=args.model).describe())
     return 0
 
 
@@ -159,8 +187,17 @@ def _cmd_baseline(args) -> int:
     return peft_cli.run(args)
 
 
-COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "export": _cmd_export, "episodes": _cmd_episodes,
-            "data": _cmd_data, "baseline": _cmd_baseline}
+def _cmd_report(args) -> int:
+    from metaprompt.run.provenance import command_line
+    from metaprompt.run.report import build_report
+
+    path = build_report(args.paths, args.out, title=args.title, plots=not args.no_plots, command=command_line())
+    print(f"wrote {path}")
+    return 0
+
+
+COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "export": _cmd_export, "load": _cmd_load,
+            "episodes": _cmd_episodes, "data": _cmd_data, "baseline": _cmd_baseline, "report": _cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         import transformers
 
         transformers.logging.set_verbosity_error()
+        if not args.verbose:
+            transformers.utils.logging.disable_progress_bar()  # "Loading weights" bars would bury an error
         import datasets
 
         datasets.disable_progress_bars()

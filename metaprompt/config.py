@@ -80,13 +80,16 @@ class ModelConfig:
     max_length: int = 128  # whole input (template + prompt + text) in tokens
     trust_remote_code: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: str = "float32"  # float32 | bfloat16 (autocast on GPU)
-    gradient_checkpointing: bool = False
+    dtype: str = "float32"  # float32 | bfloat16: autocast of the forward passes (GPU); weights stay float32
+    tf32: bool = True  # CUDA: float32 matmuls on TF32 tensor cores (set_float32_matmul_precision "high")
+    gradient_checkpointing: bool = False  # recompute each layer's activations in backward (docs/scale.md)
+    length_buckets: int = 1  # run each batch as up to N chunks of similar length (1: one padded batch)
 
     def __post_init__(self) -> None:
         _check(bool(self.name), "model.name", "must not be empty")
         _choice(self.mlm_head, "model.mlm_head", ("auto", "yes", "no"))
         _choice(self.dtype, "model.dtype", ("float32", "bfloat16"))
+        _check(self.length_buckets >= 1, "model.length_buckets", f"must be ≥ 1, got {self.length_buckets}")
         _check(self.max_length >= 8, "model.max_length", f"must be ≥ 8, got {self.max_length}")
 
 
@@ -188,7 +191,7 @@ class TrainConfig:
     on_nonfinite: str = "stop"  # stop | skip: a NaN/inf loss
 
     def __post_init__(self) -> None:
-        _check(self.episodes >= 0, "train.episodes", f"must be ≥ 0, got {self.episodes}")
+        _check(self.episodes >= 1, "train.episodes", f"must be ≥ 1, got {self.episodes}")
         _choice(self.optimizer, "train.optimizer", ("adam", "adamw", "sgd"))
         _positive(self.lr, "train.lr")
         _positive(self.backbone_lr, "train.backbone_lr")
@@ -272,6 +275,7 @@ class LogConfig:
 
 @dataclass
 class Config:
+    label: str = ""  # free name of the run's study or group (copied into results.json; `metaprompt report` groups by it)
     seed: int = 1999
     threads: int = 0  # torch CPU threads; 0 = torch's default
     data: DataConfig = field(default_factory=DataConfig)
@@ -286,8 +290,24 @@ class Config:
 
     def __post_init__(self) -> None:
         _check(self.threads >= 0, "threads", "must be ≥ 0")
+        _check(len(self.label) <= 120 and not any(ch in self.label for ch in "|\n\r\t`"), "label",
+               f"must be at most 120 characters without '|', backticks, tabs or line breaks, got {self.label!r}")
         if self.prompt.template_id is not None:
             self.prompt.template = _builtin_template(self.data.dataset, self.prompt.template_id)
+        # torch (2.11, 2.13): under autocast, the math attention kernel that second-order inner steps
+        # need fails inside torch.func.grad ("expected scalar type Float but found BFloat16").
+        second_order = self.meta.algorithm == "maml" or (self.meta.algorithm == "maml++"
+                                                         and self.meta.first_order_fraction < 1.0)
+        _check(not (self.model.dtype == "bfloat16" and second_order and self.meta.engine == "torch_func"),
+               "model.dtype", f"bfloat16 does not work with second-order meta-gradients (meta.algorithm="
+               f"{self.meta.algorithm}) on meta.engine=torch_func: torch's attention fails under autocast inside "
+               "torch.func.grad. Use model.dtype=float32 (with model.tf32=true on a GPU: the fast accurate "
+               "setting), meta.engine=higher, or a first-order algorithm (fomaml, reptile, or maml++ with "
+               "meta.first_order_fraction=1)")
+        # Deep prompts enter every layer as a key/value cache that a recomputed layer would extend twice.
+        _check(not (self.model.gradient_checkpointing and self.prompt.kind == "prefix"), "model.gradient_checkpointing",
+               "does not work with prompt.kind=prefix (the per-layer prefixes live in a cache that recomputing a "
+               "layer would extend a second time); use prompt.kind=embedding, ptuning or pool, or switch it off")
         if self.verbalizer.kind in ("label_words", "hybrid"):
             _check(self.model.mlm_head != "no", "verbalizer.kind",
                    f"'{self.verbalizer.kind}' scores label words with a masked-LM head, but model.mlm_head is 'no'")
@@ -355,8 +375,16 @@ def all_keys(cls: type = Config, prefix: str = "") -> list[str]:
     return keys
 
 
+#: Names from other tools, mapped to ours (a suggestion spelling-distance does not find).
+_SYNONYMS = {"learning_rate": "lr", "num_episodes": "episodes", "epochs": "episodes", "steps": "inner_steps",
+             "shots": "k_shot", "ways": "n_way", "queries": "n_query", "model_name": "name"}
+
+
 def _unknown_key(key: str, source: str) -> ConfigError:
-    near = difflib.get_close_matches(key, all_keys(), n=1, cutoff=0.5)
+    section, _, leaf = key.rpartition(".")
+    keys = all_keys()
+    alias = [k for k in keys if k.rpartition(".")[2] == _SYNONYMS.get(leaf) and k.startswith(section)]
+    near = alias[:1] or difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
     hint = f" Did you mean '{near[0]}'?" if near else ""
     return ConfigError(f"{source}: unknown config key '{key}'.{hint}")
 
@@ -397,7 +425,8 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{source}: config key '{key}': expected a list, got {value!r}")
         return [_coerce(v, item_tp, key, source) for v in value]
-    bad = ConfigError(f"{source}: config key '{key}': expected {getattr(tp, '__name__', tp)}, got {value!r}")
+    where = "--set" if isinstance(value, _RawString) else source  # where the user typed the value
+    bad = ConfigError(f"{where}: config key '{key}': expected {getattr(tp, '__name__', tp)}, got {value!r}")
     if tp is bool:
         if isinstance(value, bool):
             return value

@@ -22,10 +22,12 @@ LR_PREFIX = "inner_lr."  # learned per-step, per-group inner learning rates (MAM
 @dataclass
 class TaskResult:
     """Training signals of one task (for logging): the meta-objective's loss and accuracy
-    (query set after adaptation; Reptile: its last inner mini-batch)."""
+    (query set after adaptation; Reptile: its last inner mini-batch), as 0-dim tensors on the
+    model's device: reading them is left to the trainer, once per outer step (a read per task
+    would make the host wait for the device)."""
 
-    loss: float
-    accuracy: float
+    loss: torch.Tensor
+    accuracy: torch.Tensor
 
 
 def group_of(name: str) -> str:
@@ -122,8 +124,8 @@ def _add_grad(p: torch.Tensor, g: torch.Tensor) -> None:
 
 
 def _result(logits: torch.Tensor, labels: torch.Tensor) -> TaskResult:
-    loss = torch.nn.functional.cross_entropy(logits, labels).item()
-    return TaskResult(loss, (logits.argmax(-1) == labels).float().mean().item())
+    loss = torch.nn.functional.cross_entropy(logits, labels)
+    return TaskResult(loss, (logits.argmax(-1) == labels).float().mean())
 
 
 class MAML(MetaAlgorithm):

@@ -7,6 +7,7 @@ hidden state at ``[MASK]``, and the MLM head applied at ``[MASK]`` only), so tha
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import logging
@@ -73,6 +74,11 @@ class MaskedEncoder(nn.Module):
         super().__init__()
         self.model = model
         self.has_mlm_head = has_mlm_head
+        # How the attention mask goes in: "bool"/"additive" 4-D masks built here (transformers
+        # would otherwise test the mask for padding on the host, a device synchronisation per
+        # forward pass), or None: the 2-D mask as it is. Set by probe_mask_format().
+        self.mask_format: str | None = None
+        self.checkpointed_blocks = 0
 
     @property
     def encoder(self) -> nn.Module:
@@ -90,9 +96,11 @@ class MaskedEncoder(nn.Module):
         prompt_embeds: torch.Tensor | None = None,
         prefix: torch.Tensor | None = None,
         want_vocab: bool = False,
+        full: bool | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``prefix``: deep prompts, ``[layers, 2, P, H]`` (key and value vectors of ``P`` virtual
-        tokens at every layer, shared by the batch); see :meth:`prefix_inputs`."""
+        tokens at every layer, shared by the batch); see :meth:`prefix_inputs`. ``full``: the
+        caller knows that no row is padded (``Batch.full``)."""
         embeds = self.embed_tokens(input_ids)
         if prompt_embeds is not None and prompt_positions is not None and prompt_positions.shape[1] > 0:
             batch, length = prompt_positions.shape
@@ -104,6 +112,8 @@ class MaskedEncoder(nn.Module):
         kwargs = {"inputs_embeds": embeds, "attention_mask": attention_mask}
         if prefix is not None:
             kwargs.update(self.prefix_inputs(prefix, attention_mask))
+        kwargs["attention_mask"] = self.prepare_mask(kwargs["attention_mask"], bool(full) and prefix is None,
+                                                     embeds.dtype)
         hidden_states = self.encoder(**kwargs)[0]
         rows = torch.arange(hidden_states.shape[0], device=hidden_states.device)
         h_mask = hidden_states[rows, mask_positions]
@@ -113,6 +123,78 @@ class MaskedEncoder(nn.Module):
         if head is None or not self.has_mlm_head:
             raise ModelLoadError("this backbone has no masked-LM head; use a hidden-state verbalizer")
         return h_mask, head(h_mask)
+
+    # -- attention masks without a host round trip -------------------------------------------------
+    def prepare_mask(self, mask: torch.Tensor, full: bool, dtype: torch.dtype) -> torch.Tensor | None:
+        """The attention mask to hand the encoder: ``[B, T]`` 0/1 → what :attr:`mask_format` says."""
+        if self.mask_format is None:
+            return mask
+        if full:
+            return None  # no padding: no mask at all (fused attention kernels stay available)
+        mask = mask[:, None, None, :]
+        if self.mask_format == "bool":
+            return mask.bool()
+        return (1.0 - mask.to(dtype)) * torch.finfo(dtype).min
+
+    @torch.no_grad()
+    def probe_mask_format(self) -> str | None:
+        """Use 4-D masks only where they give the encoder's own results: SDPA takes a boolean
+        mask, eager attention an additive one; a padded and an unpadded toy batch are compared
+        with the 2-D path. Anything else (another attention kernel, a family that builds its
+        masks differently) keeps the 2-D mask."""
+        kind = {"sdpa": "bool", "eager": "additive"}.get(getattr(self.model.config, "_attn_implementation", None))
+        self.mask_format = None
+        if kind is None:
+            return None
+        param = next(self.model.parameters())
+        generator = torch.Generator().manual_seed(0)
+        embeds = torch.randn(2, 6, self.model.get_input_embeddings().weight.shape[1], generator=generator)
+        embeds = embeds.to(param.device, param.dtype)
+        padded = torch.tensor([[1] * 6, [1] * 4 + [0] * 2], device=param.device)
+        ones = torch.ones_like(padded)
+        try:
+            want = [self.encoder(inputs_embeds=embeds, attention_mask=m)[0] for m in (padded, ones)]
+            self.mask_format = kind
+            got = [self.encoder(inputs_embeds=embeds, attention_mask=self.prepare_mask(m, full, embeds.dtype))[0]
+                   for m, full in ((padded, False), (ones, True))]
+        except (TypeError, ValueError, RuntimeError, IndexError):
+            self.mask_format = None
+            return None
+        if not all(torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in zip(want, got)):
+            self.mask_format = None
+        return self.mask_format
+
+    # -- gradient checkpointing ---------------------------------------------------------------------
+    def enable_checkpointing(self) -> int:
+        """Recompute each transformer block's activations in the backward pass instead of keeping
+        them (``model.gradient_checkpointing``); returns the number of blocks.
+
+        transformers' own ``gradient_checkpointing_enable`` acts only in training mode, and the
+        backbone runs in eval mode (no dropout), so it would silently do nothing. Here every block
+        is wrapped in non-reentrant :func:`torch.utils.checkpoint.checkpoint`, which works with
+        ``torch.autograd.grad``, double backward (second order through the ``higher`` engine) and
+        ``functional_call``: the weights a block ran with (fast weights of a trainable backbone)
+        and the attention kernels chosen are captured at the forward pass and restored for the
+        recomputation. Memory is saved in passes differentiated once (query passes, first-order
+        inner steps of ``higher``, AdamW adaptation); a second-order inner step's gradient graph
+        keeps the recomputed activations, so there it saves little. Inside ``torch.func``
+        transforms (the inner steps of the ``torch_func`` engine) a block runs without
+        checkpointing, since ``torch.func`` does not support the saved-tensor hooks it relies on."""
+        from transformers.modeling_layers import GradientCheckpointingLayer
+
+        blocks = [m for m in self.model.modules() if isinstance(m, GradientCheckpointingLayer)]
+        inner = {id(sub) for m in blocks for sub in m.modules() if sub is not m}
+        blocks = [m for m in blocks if id(m) not in inner]
+        if not blocks:
+            model_type = getattr(self.model.config, "model_type", "?")
+            raise ModelLoadError(f"model.gradient_checkpointing: cannot find the transformer blocks of model type "
+                                 f"'{model_type}'; switch it off")
+        for block in blocks:
+            if not getattr(block, "_metaprompt_checkpointed", False):
+                block.forward = _checkpointed_forward(block, block.forward)
+                block._metaprompt_checkpointed = True
+        self.checkpointed_blocks = len(blocks)
+        return len(blocks)
 
     # -- deep prompts (prefix tuning) --------------------------------------------------------------
     def check_prefix_support(self) -> None:
@@ -150,6 +232,53 @@ class MaskedEncoder(nn.Module):
         return out
 
 
+def _in_functorch_transform() -> bool:
+    return torch._C._functorch.peek_interpreter_stack() is not None
+
+
+class _Reentering:
+    """A context manager that can be entered again and again: it enters fresh contexts from
+    ``make()`` each time."""
+
+    def __init__(self, make: Callable[[], tuple]):
+        self.make = make
+        self.stacks: list[contextlib.ExitStack] = []
+
+    def __enter__(self):
+        stack = contextlib.ExitStack()
+        for context in self.make():
+            stack.enter_context(context)
+        self.stacks.append(stack)
+        return self
+
+    def __exit__(self, *exc):
+        return self.stacks.pop().__exit__(*exc)
+
+
+def _checkpointed_forward(block: nn.Module, forward: Callable) -> Callable:
+    """``block.forward`` under non-reentrant checkpointing (see :meth:`MaskedEncoder.enable_checkpointing`)."""
+    from torch.nn.attention import _cur_sdpa_kernel_backends, sdpa_kernel
+    from torch.nn.utils.stateless import _reparametrize_module
+    from torch.utils.checkpoint import checkpoint
+
+    def run(*args, **kwargs):
+        if not torch.is_grad_enabled() or _in_functorch_transform() or kwargs.get("past_key_values") is not None:
+            return forward(*args, **kwargs)
+        # The tensors the block runs with now: under functional_call these are the passed (fast)
+        # weights, which are gone from the module by the time backward recomputes the block.
+        weights = {**dict(block.named_parameters()), **dict(block.named_buffers())}
+        backends = _cur_sdpa_kernel_backends()  # e.g. the math kernel of a second-order inner step
+
+        def contexts():  # a recomputation can run more than once (double backward): reusable contexts
+            return contextlib.nullcontext(), _Reentering(lambda: (sdpa_kernel(backends),
+                                                                  _reparametrize_module(block, weights)))
+
+        return checkpoint(forward, *args, use_reentrant=False, preserve_rng_state=False, context_fn=contexts,
+                          **kwargs)
+
+    return run
+
+
 # Families whose position ids, computed from ``inputs_embeds``, ignore the cache length already.
 _PADDING_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "roberta-prelayernorm", "xmod", "data2vec-text")
 
@@ -175,6 +304,13 @@ class Backbone:
     @property
     def word_embeddings(self) -> torch.Tensor:
         return self.encoder.model.get_input_embeddings().weight
+
+    def facts(self) -> dict[str, object]:
+        """What identifies the base model in saved inits: its name and architecture sizes."""
+        cfg = self.config
+        return {"name": self.name, "model_type": getattr(cfg, "model_type", None), "hidden_size": self.hidden_size,
+                "vocab_size": int(self.word_embeddings.shape[0]),
+                "num_hidden_layers": getattr(cfg, "num_hidden_layers", None)}
 
     @property
     def max_positions(self) -> int:
@@ -210,6 +346,8 @@ def load_backbone(
     local = Path(path)
     if local.exists() and not (local / "config.json").is_file():
         raise ModelLoadError(f"'{name}' is a path but not a model directory: no config.json in {local}")
+    if not local.exists() and (path.startswith(("/", "./", "../", "~")) or path.count("/") > 1):
+        raise ModelLoadError(f"model directory '{name}' does not exist (a hub id looks like 'namespace/name')")
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
@@ -224,7 +362,11 @@ def load_backbone(
             "use a hidden-state verbalizer (verbalizer.kind=soft|proto|repverb) or a model with an MLM head"
         )
     use_head = declared and mlm_head != "no"
-    kwargs = {"trust_remote_code": trust_remote_code}
+    # Weights only from safetensors files: a pytorch_model.bin is a pickle, and pickles are never loaded.
+    kwargs = {"trust_remote_code": trust_remote_code, "use_safetensors": True,
+              # float32 weights whatever the checkpoint stores (transformers 5 would keep a float16 or
+              # bfloat16 checkpoint's dtype); bfloat16 compute is an autocast (model.dtype)
+              "dtype": torch.float32}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     try:
@@ -232,7 +374,12 @@ def load_backbone(
         loader = AutoModelForMaskedLM if use_head else AutoModel
         model = loader.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as err:
-        raise ModelLoadError(f"cannot load model '{name}': {str(err).splitlines()[0]}") from None
+        message = str(err).splitlines()[0] if str(err) else err.__class__.__name__
+        if "safetensors" in message:
+            message = ("it has no model.safetensors weights; metaprompt loads weights only from safetensors "
+                       "files, never from pickled pytorch_model.bin files (use a revision with safetensors, or "
+                       "convert the model once with save_pretrained where you trust it)")
+        raise ModelLoadError(f"cannot load model '{name}': {message}") from None
     if tokenizer.mask_token_id is None:
         raise ModelLoadError(f"the tokenizer of '{name}' has no mask token; a masked LM is needed")
     if use_head and _mlm_head(model) is None:
@@ -240,4 +387,6 @@ def load_backbone(
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return Backbone(MaskedEncoder(model, use_head), tokenizer, name, path, use_head)
+    encoder = MaskedEncoder(model, use_head)
+    encoder.probe_mask_format()
+    return Backbone(encoder, tokenizer, name, path, use_head)

@@ -122,24 +122,42 @@ class PromptClassifier:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def encode(self, params: Params, batch: Batch, want_vocab: bool = False):
-        """The backbone's ``[MASK]`` state (and MLM logits) with the prompt of ``params``."""
+        """The backbone's ``[MASK]`` state (and MLM logits) with the prompt of ``params``.
+
+        A batch with length buckets (``Batch.chunks``) runs chunk by chunk, each chunk padded
+        only to its own longest row; the outputs come back in row order."""
         groups = split_params({**self.fixed, **params})
         prompt = self.prompt(groups["prompt"], batch, self.frozen_mask_states)
+        if batch.chunks is None:
+            return self._encode(groups["backbone"], batch, prompt.embeds, prompt.prefix, want_vocab)
+        outputs = []
+        for rows, chunk in zip(batch.chunk_rows, batch.chunks):
+            embeds = prompt.embeds
+            if embeds is not None and embeds.dim() == 3:  # one prompt per example
+                embeds = embeds.index_select(0, rows)
+            outputs.append(self._encode(groups["backbone"], chunk, embeds, prompt.prefix, want_vocab))
+        h_mask = torch.cat([h for h, _ in outputs]).index_select(0, batch.order)
+        vocab = None if outputs[0][1] is None else torch.cat([v for _, v in outputs]).index_select(0, batch.order)
+        return h_mask, vocab
+
+    def _encode(self, backbone: Params, batch: Batch, prompt_embeds, prefix, want_vocab: bool):
         kwargs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                       mask_positions=batch.mask_positions, prompt_positions=batch.prompt_positions,
-                      prompt_embeds=prompt.embeds, prefix=prompt.prefix, want_vocab=want_vocab)
+                      prompt_embeds=prompt_embeds, prefix=prefix, want_vocab=want_vocab, full=batch.full)
         with self._autocast():
-            if groups["backbone"]:
-                h_mask, vocab = functional_call(self.encoder, groups["backbone"], (), kwargs, strict=False)
+            if backbone:
+                h_mask, vocab = functional_call(self.encoder, backbone, (), kwargs, strict=False)
             else:
                 h_mask, vocab = self.encoder(**kwargs)
         return h_mask.to(self.dtype), (None if vocab is None else vocab.to(self.dtype))
 
     def frozen_mask_states(self, batch: Batch) -> torch.Tensor:
         """``[MASK]`` states of the frozen pretrained model with no soft prompt (prompt pools use them)."""
-        with torch.no_grad(), self._autocast():
-            h_mask, _ = self.encoder(batch.input_ids, batch.attention_mask, batch.mask_positions)
-        return h_mask.to(self.dtype)
+        with torch.no_grad():
+            if batch.chunks is None:
+                return self._encode({}, batch, None, None, False)[0]
+            states = [self._encode({}, chunk, None, None, False)[0] for chunk in batch.chunks]
+            return torch.cat(states).index_select(0, batch.order)
 
     def __call__(self, params: Params, batch: Batch, task: Task) -> torch.Tensor:
         h_mask, vocab = self.encode(params, batch, want_vocab=self.verbalizer.needs_vocab)

@@ -8,7 +8,7 @@ already tokenised pieces and pads them to the longest example of its batch.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -16,28 +16,53 @@ import torch
 _MARKERS = re.compile(r"(\{text\}|\[P\]|\[MASK\])")
 
 
+_TENSORS = ("input_ids", "attention_mask", "mask_positions", "prompt_positions", "labels")
+
+
 @dataclass
 class Batch:
-    """Padded model inputs for a list of examples (tensors on one device)."""
+    """Padded model inputs for a list of examples (tensors on one device).
+
+    ``full``, ``chunks``, ``chunk_rows`` and ``order`` are facts known on the host when the
+    batch is built, so a forward pass never reads the device to learn them (no host-device
+    synchronisation): ``full`` says that no row is padded; with length bucketing
+    (``model.length_buckets``) ``chunks`` holds the rows sorted by length and cut into
+    sub-batches, each padded only to its own longest row, ``chunk_rows`` their row indices,
+    and ``order`` puts the chunks' concatenated outputs back in row order."""
 
     input_ids: torch.Tensor  # [B, T]
     attention_mask: torch.Tensor  # [B, T]
     mask_positions: torch.Tensor  # [B]
     prompt_positions: torch.Tensor  # [B, L] (L may be 0)
     labels: torch.Tensor | None = None  # [B] local class indices
+    full: bool | None = None  # True: no padding; None: unknown
+    chunks: tuple["Batch", ...] | None = None
+    chunk_rows: tuple[torch.Tensor, ...] | None = None
+    order: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
 
-    def to(self, device: torch.device | str) -> "Batch":
-        return Batch(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name).to(device))
-                        for f in fields(self)})
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+        move = lambda t: None if t is None else t.to(device, non_blocking=non_blocking)  # noqa: E731
+        return Batch(**{name: move(getattr(self, name)) for name in _TENSORS}, full=self.full,
+                     chunks=None if self.chunks is None else tuple(c.to(device, non_blocking) for c in self.chunks),
+                     chunk_rows=None if self.chunk_rows is None else tuple(move(r) for r in self.chunk_rows),
+                     order=move(self.order))
+
+    def pin_memory(self) -> "Batch":
+        """A copy in page-locked memory (host-to-device copies from it need not wait for the device)."""
+        pin = lambda t: None if t is None else t.pin_memory()  # noqa: E731
+        return Batch(**{name: pin(getattr(self, name)) for name in _TENSORS}, full=self.full,
+                     chunks=None if self.chunks is None else tuple(c.pin_memory() for c in self.chunks),
+                     chunk_rows=None if self.chunk_rows is None else tuple(pin(r) for r in self.chunk_rows),
+                     order=pin(self.order))
 
     def select(self, rows: torch.Tensor | Sequence[int]) -> "Batch":
-        """A sub-batch (rows keep their padding; used for mini-batches)."""
+        """A sub-batch (rows keep their padding, and the sub-batch has no length buckets; used for mini-batches)."""
         rows = torch.as_tensor(rows, dtype=torch.long, device=self.input_ids.device)
-        return Batch(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[rows])
-                        for f in fields(self)})
+        return Batch(**{name: (None if getattr(self, name) is None else getattr(self, name)[rows])
+                        for name in _TENSORS}, full=self.full)
 
 
 class TemplateError(ValueError):
@@ -137,9 +162,32 @@ class Template:
         ids.extend(self._suffix)
         return ids, mask_pos, prompt_pos
 
-    def batch(self, token_lists: Sequence[Sequence[int]], labels: Sequence[int] | None = None) -> Batch:
-        """Encode and pad examples to the longest one (dynamic padding)."""
+    def batch(self, token_lists: Sequence[Sequence[int]], labels: Sequence[int] | None = None,
+              buckets: int = 1) -> Batch:
+        """Encode and pad examples to the longest one (dynamic padding).
+
+        ``buckets`` > 1: also sort the rows by length and cut them into up to that many chunks of
+        (nearly) equal size, each padded to its own longest row; the classifier runs the chunks
+        and puts the outputs back in row order, so results are those of the padded batch (up to
+        float rounding) with fewer padded tokens computed."""
         encoded = [self.encode(ids) for ids in token_lists]
+        batch = self._pad(encoded, labels)
+        lengths = [len(ids) for ids, _, _ in encoded]
+        n = len(encoded)
+        if buckets > 1 and n > 1 and min(lengths) < max(lengths):
+            ranked = sorted(range(n), key=lambda i: lengths[i])  # stable: ties keep row order
+            parts = min(buckets, n)
+            bounds = [round(k * n / parts) for k in range(parts + 1)]
+            groups = [ranked[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+            batch.chunks = tuple(self._pad([encoded[i] for i in rows],
+                                           None if labels is None else [labels[i] for i in rows]) for rows in groups)
+            batch.chunk_rows = tuple(torch.tensor(rows, dtype=torch.long) for rows in groups)
+            order = torch.empty(n, dtype=torch.long)
+            order[torch.tensor(ranked, dtype=torch.long)] = torch.arange(n)
+            batch.order = order
+        return batch
+
+    def _pad(self, encoded: Sequence[tuple[list[int], int, list[int]]], labels: Sequence[int] | None) -> Batch:
         width = max(len(ids) for ids, _, _ in encoded)
         input_ids = torch.full((len(encoded), width), self.pad_id, dtype=torch.long)
         attention = torch.zeros((len(encoded), width), dtype=torch.long)
@@ -152,6 +200,7 @@ class Template:
             mask_positions=torch.tensor([m for _, m, _ in encoded], dtype=torch.long),
             prompt_positions=torch.tensor([p for _, _, p in encoded], dtype=torch.long).reshape(len(encoded), -1),
             labels=None if labels is None else torch.as_tensor(labels, dtype=torch.long),
+            full=min(len(ids) for ids, _, _ in encoded) == width,
         )
 
 

@@ -70,8 +70,15 @@ class Verbalizer:
         raise NotImplementedError
 
     def class_label_embeddings(self, classes, like: torch.Tensor) -> torch.Tensor:
-        """Label-word embeddings of ``classes`` on the device and in the dtype of ``like``."""
-        return torch.stack([self.label_embeddings[c] for c in classes]).to(like)
+        """Label-word embeddings of ``classes`` on the device and in the dtype of ``like``.
+
+        The table is copied to the device once (a copy per task would wait for the device)."""
+        key = (like.device, like.dtype)
+        table = getattr(self, "_device_embeddings", {}).get(key)
+        if table is None:
+            table = {c: e.to(like) for c, e in self.label_embeddings.items()}
+            self._device_embeddings = {**getattr(self, "_device_embeddings", {}), key: table}
+        return torch.stack([table[c] for c in classes])
 
 
 class LabelWordVerbalizer(Verbalizer):
@@ -99,9 +106,16 @@ class LabelWordVerbalizer(Verbalizer):
             raise ValueError("the label-word verbalizer needs the MLM head's logits (vocab_logits)")
         scores = []
         for c in task.classes:
-            first_pieces = torch.tensor(self._first_pieces[c], device=vocab_logits.device)
-            scores.append(vocab_logits[:, first_pieces].mean(1))
+            scores.append(vocab_logits.index_select(1, self._piece_index(c, vocab_logits.device)).mean(1))
         return torch.stack(scores, dim=1)
+
+    def _piece_index(self, c: int, device: torch.device) -> torch.Tensor:
+        """The first word pieces of class ``c`` as an index tensor on ``device``, made once: a
+        host-to-device copy at every forward pass would wait for the device."""
+        cache = self.__dict__.setdefault("_piece_cache", {})
+        if (c, device) not in cache:
+            cache[(c, device)] = torch.tensor(self._first_pieces[c], device=device)
+        return cache[(c, device)]
 
 
 class SoftVerbalizer(Verbalizer):
@@ -140,7 +154,8 @@ def _transform(params: Params, h: torch.Tensor) -> torch.Tensor:
 
 def class_means(states: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
     """[N, H] mean of the rows of ``states`` [S, H] with each label 0..N-1 (differentiable)."""
-    onehot = F.one_hot(labels, n_classes).to(states.dtype)  # [S, N]
+    # [S, N]; a comparison rather than F.one_hot, which reads the labels' range back to the host
+    onehot = (labels.unsqueeze(1) == torch.arange(n_classes, device=labels.device)).to(states.dtype)
     counts = onehot.sum(0).clamp_min(1.0)
     return (onehot.T @ states) / counts.unsqueeze(1)
 

@@ -46,6 +46,8 @@ def run(args) -> int:
     print(f"{args.method}: method defaults {', '.join(defaults)} (--set overrides them)")
     check_run_dir(args.out, resume=False)
     setup = build_setup(cfg)  # everything is checked before the run directory exists
+    if not cfg.data.test_episodes_file:
+        setup.sampler("test", cfg.eval.seed)  # too few test classes or examples: fail before writing anything
     if args.init == "pretrained":
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / CONFIG_FILE).write_text(cfg.to_yaml(), encoding="utf-8")

@@ -26,6 +26,13 @@ class CheckpointError(ValueError):
     pass
 
 
+def check_finite(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuse to save NaN or inf parameters: a file that exists is always a usable init."""
+    for name, value in tensors.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise CheckpointError(f"refusing to write {path}: '{name}' has non-finite values (NaN or inf)")
+
+
 def atomic_save(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,6 +70,7 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
 
 def save_init(path: Path, params: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
     """A learned init: the meta-parameters and a JSON description (step, validation, config)."""
+    check_finite(params, path)
     atomic_save(dict(params), {"format": INIT_FORMAT, "info": json.dumps(info)}, path)
 
 
@@ -75,6 +83,7 @@ def load_init(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 
 def save_checkpoint(path: Path, params: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
                     scheduler, state: dict[str, Any]) -> None:
+    check_finite(params, path)
     tensors = {f"param/{k}": v for k, v in params.items()}
     opt_state = optimizer.state_dict()
     layout: dict[str, dict[str, Any]] = {}

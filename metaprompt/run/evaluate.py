@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from tqdm.auto import tqdm
 
 from episodes import episodes_sha256, read_episode_file
-from metaprompt.config import Config
+from metaprompt.config import Config, DataConfig
 from metaprompt.meta.algorithms import build_algorithm
 from metaprompt.meta.engines import build_engine
 from metaprompt.peft import method_label
@@ -23,6 +25,7 @@ from metaprompt.run.stats import fmt_pct, mean_ci95
 from metaprompt.run.train import BEST_FILE, CONFIG_FILE
 
 RESULTS_FILE = "results.json"
+log = logging.getLogger(__name__)
 
 
 class EvalError(ValueError):
@@ -67,6 +70,19 @@ def load_meta_params(run_dir: Path, setup: Setup) -> tuple[dict[str, torch.Tenso
     if not path.is_file():
         raise EvalError(f"{path} not found: train the run first (metaprompt train ... --out {run_dir})")
     tensors, info = load_init(path)
+    trained, here = info.get("base_model"), setup.backbone.facts()
+    if isinstance(trained, dict):  # inits written before base models were recorded: the shape check below
+        facts = ("model_type", "hidden_size", "vocab_size", "num_hidden_layers")
+        differ = [k for k in facts if trained.get(k) != here[k]]
+        if differ:
+            raise EvalError(
+                f"{path} was meta-trained on base model '{trained.get('name')}' "
+                f"({', '.join(f'{k} {trained.get(k)}' for k in differ)}), but this evaluation loads "
+                f"'{here['name']}' ({', '.join(f'{k} {here[k]}' for k in differ)}); an init only fits the model "
+                f"it was trained on: evaluate with model.name={trained.get('name')}")
+        if trained.get("name") != here["name"]:
+            log.warning("%s was meta-trained on '%s' and is evaluated on '%s' (same architecture sizes)",
+                        path, trained.get("name"), here["name"])
     expected = setup.classifier.init_params()
     missing = [k for k in expected if k not in tensors]
     if missing:
@@ -85,6 +101,8 @@ def evaluate(run_dir: str | Path, overrides: list[str] = (), episodes: int | Non
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise EvalError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
+    if episodes is not None and episodes < 1:
+        raise EvalError(f"--episodes must be ≥ 1, got {episodes}")
     extra = [f"eval.episodes={episodes}"] if episodes else []
     if setup is None:
         setup = build_setup(Config.load(run_dir / CONFIG_FILE, list(overrides) + extra))
@@ -102,10 +120,15 @@ def evaluate(run_dir: str | Path, overrides: list[str] = (), episodes: int | Non
                            "description": "no training: nearest class centroid of mean-pooled backbone "
                                           "embeddings of the plain texts (cosine)"})
     d = cfg.data
+    # The data set the meta-learned init was trained on (another one when `--set data.dataset=...`
+    # evaluates the run out of distribution; label words and template then follow the new data set).
+    trained_on = (yaml.safe_load((run_dir / CONFIG_FILE).read_text(encoding="utf-8")) or {}).get("data", {})
     results = {
-        "dataset": d.dataset, "n_way": d.n_way, "k_shot": d.k_shot, "n_query": d.n_query,
+        "label": cfg.label, "dataset": d.dataset, "n_way": d.n_way, "k_shot": d.k_shot, "n_query": d.n_query,
+        "meta_train_dataset": trained_on.get("dataset", DataConfig.dataset) if "meta" in inits else None,
         "n_episodes": len(test), "episodes_sha256": sha, "episodes_seed": header.get("seed"),
         "model": cfg.model.name, "seed": cfg.seed, "commit": git_commit(),
+        "seeds": {"train": cfg.seed, "val": cfg.train.val_seed, "test": header.get("seed")},
         "method": method_label(cfg), "algorithm": cfg.meta.algorithm, "engine": cfg.meta.engine,
         "prompt": cfg.prompt.kind, "verbalizer": cfg.verbalizer.kind,
         "trainable_params": setup.classifier.count(setup.classifier.init_params())["total"],

@@ -29,11 +29,17 @@ log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when there is a GPU; a bare ``cuda`` (or ``auto``) in a distributed launch
+    is this process's GPU (``LOCAL_RANK``, see :mod:`metaprompt.run.distributed`)."""
+    from metaprompt.run.distributed import local_cuda_index
+
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"model.device={name} but no CUDA device is available")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_cuda_index())
     return device
 
 
@@ -96,8 +102,12 @@ class Setup:
                               source=f"{self.dataset.name} ({split} classes)")
 
     def task(self, episode: Episode, index: int = 0) -> Task:
-        support = self.template.batch([self.tokens[i] for i in episode.support], episode.support_labels())
-        query = self.template.batch([self.tokens[i] for i in episode.query], episode.query_labels())
+        buckets = self.cfg.model.length_buckets
+        support = self.template.batch([self.tokens[i] for i in episode.support], episode.support_labels(), buckets)
+        query = self.template.batch([self.tokens[i] for i in episode.query], episode.query_labels(), buckets)
+        if self.device.type == "cuda":  # copies from page-locked memory: the host need not wait for the GPU
+            support, query = (b.pin_memory().to(self.device, non_blocking=True) for b in (support, query))
+            return Task(tuple(int(c) for c in episode.classes), support, query, index)
         return Task(tuple(int(c) for c in episode.classes), support, query, index).to(self.device)
 
     def tasks(self, episodes: Sequence[Episode]):
@@ -109,11 +119,13 @@ def build_setup(cfg: Config) -> Setup:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.model.device)
+    if device.type == "cuda":  # TF32 tensor cores for float32 matmuls (model.tf32=false: full float32)
+        torch.set_float32_matmul_precision("high" if cfg.model.tf32 else "highest")
     dataset = load_data(cfg)
     backbone = load_backbone(cfg.model.name, mlm_head=cfg.model.mlm_head,
                              trust_remote_code=cfg.model.trust_remote_code)
     if cfg.model.gradient_checkpointing:
-        backbone.encoder.model.gradient_checkpointing_enable()
+        backbone.encoder.enable_checkpointing()
     max_length = min(cfg.model.max_length, backbone.max_positions)
     # [P] slots hold the shallow prompt (none for deep prompts: prefix sits in every layer).
     template = Template(cfg.prompt.template, backbone.tokenizer, shallow_length(cfg.prompt), max_length,

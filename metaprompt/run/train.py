@@ -19,7 +19,9 @@ import logging
 import math
 import os
 import shutil
+import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,8 +34,9 @@ from metaprompt.meta.algorithms import LR_PREFIX, MetaAlgorithm, build_algorithm
 from metaprompt.meta.engines import build_engine
 from metaprompt.run.adaptation import adapt_and_score
 from metaprompt.run.checkpoint import load_checkpoint, save_checkpoint, save_init
+from metaprompt.run.distributed import Group, init_group
 from metaprompt.run.provenance import peak_rss_mb, provenance
-from metaprompt.run.setup import Setup, build_setup, fixed_episodes
+from metaprompt.run.setup import Setup, build_setup, fixed_episodes, resolve_device
 from metaprompt.run.stats import mean_ci95
 
 log = logging.getLogger(__name__)
@@ -75,17 +78,26 @@ def check_run_dir(run_dir: Path, resume: bool, need_mb: float = 50.0) -> None:
     run_dir = Path(run_dir)
     if resume:
         if not (run_dir / CHECKPOINT_FILE).is_file():
-            raise RunDirError(f"cannot resume: {run_dir / CHECKPOINT_FILE} does not exist")
+            hint = (f" (the run stopped before its first checkpoint: delete {run_dir} and start it again)"
+                    if (run_dir / CONFIG_FILE).is_file() else "")
+            raise RunDirError(f"cannot resume: {run_dir / CHECKPOINT_FILE} does not exist{hint}")
         probe_dir = run_dir
     else:
         if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
             raise RunDirError(f"run directory {run_dir} already exists and is not empty; "
                               "choose another --out, or continue it with --resume")
         probe_dir = run_dir
-        while not probe_dir.exists():
+        while not probe_dir.exists() and probe_dir != probe_dir.parent:
             probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise RunDirError(f"cannot create {run_dir}: {probe_dir} is a file, not a directory")
     if not os.access(probe_dir, os.W_OK):
         raise RunDirError(f"cannot write to {probe_dir} (permission denied)")
+    try:  # a real write: os.access says yes to root, and on some read-only or network mounts
+        with tempfile.TemporaryFile(dir=probe_dir):
+            pass
+    except OSError as err:
+        raise RunDirError(f"cannot write to {probe_dir}: {err.strerror or err}") from None
     free_mb = shutil.disk_usage(probe_dir).free / 2**20
     if free_mb < need_mb:
         raise RunDirError(f"only {free_mb:.0f} MB free on the disk of {probe_dir}; a run needs about {need_mb:.0f} MB")
@@ -146,9 +158,17 @@ class _Metrics:
     def __init__(self, path: Path, keep_until_step: int | None = None):
         self.path = path
         if keep_until_step is not None and path.exists():
-            kept = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= keep_until_step]
-            path.write_text("".join(line + "\n" for line in kept))
+            kept = []
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line torn by a kill
+                if record.get("step", 0) <= keep_until_step:
+                    kept.append(line)
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            os.replace(tmp, path)  # a kill now leaves the old or the new file, never half of it
         self.handle = open(path, "a", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
@@ -157,12 +177,6 @@ class _Metrics:
 
     def close(self) -> None:
         self.handle.close()
-
-
-def _nonfinite(result_loss: float, params) -> bool:
-    if not math.isfinite(result_loss):
-        return True
-    return any(p.grad is not None and not torch.isfinite(p.grad).all() for p in params.values())
 
 
 def _wandb_run(cfg: Config, run_dir: Path):
@@ -175,11 +189,49 @@ def _wandb_run(cfg: Config, run_dir: Path):
                       config=cfg.to_dict(), resume="allow", id=run_dir.name.replace("/", "_"))
 
 
+class _NoMetrics:
+    """The metrics file of processes other than rank 0 (they write nothing)."""
+
+    def write(self, record: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _speed_notes(cfg: Config) -> None:
+    """Warnings about speed settings that do less than their name suggests."""
+    second_order = cfg.meta.algorithm == "maml" or (cfg.meta.algorithm == "maml++" and cfg.meta.first_order_fraction < 1)
+    if cfg.model.dtype == "bfloat16" and second_order:
+        log.warning("model.dtype=bfloat16 with second-order meta-gradients: the Hessian-vector products are "
+                    "computed in bfloat16 too (about 3 significant digits); the trainer checks the meta-gradient "
+                    "for NaN/inf at every outer step (train.on_nonfinite). model.dtype=float32 with model.tf32=true "
+                    "is the accurate fast setting for second order (docs/scale.md).")
+    if cfg.model.gradient_checkpointing and cfg.meta.engine == "torch_func":
+        log.info("model.gradient_checkpointing: the query passes are checkpointed; the inner steps of "
+                 "meta.engine=torch_func are not (torch.func does not support saved-tensor hooks; "
+                 "meta.engine=higher checkpoints first-order inner steps too)")
+
+
 def train(cfg: Config, run_dir: str | Path, resume: bool = False, setup: Setup | None = None) -> dict[str, Any]:
-    """Meta-train the init described by ``cfg`` into ``run_dir`` (or continue it)."""
-    run_dir = Path(run_dir)
-    check_run_dir(run_dir, resume)
-    setup = setup or build_setup(cfg)  # data, model, template: all checked before the run dir exists
+    """Meta-train the init described by ``cfg`` into ``run_dir`` (or continue it).
+
+    Under ``torchrun``/``accelerate launch`` the tasks of each meta-batch are split over the
+    processes (:mod:`metaprompt.run.distributed`); rank 0 writes the run directory."""
+    group = init_group(resolve_device(cfg.model.device))
+    try:
+        return _train(cfg, Path(run_dir), resume, setup, group)
+    finally:
+        group.close()
+
+
+def _train(cfg: Config, run_dir: Path, resume: bool, setup: Setup | None, group: Group) -> dict[str, Any]:
+    group.agree(lambda: check_run_dir(run_dir, resume))
+    if setup is None:  # data, model, template: all checked before the run dir exists
+        with group.main_first():  # rank 0 fills the tokenization cache, the others then read it
+            setup = build_setup(cfg)
+    _speed_notes(cfg)
+    meta_batch = cfg.meta.meta_batch
     classifier = setup.classifier
     algorithm = build_algorithm(cfg.meta, build_engine(cfg.meta.engine), classifier)
     params = classifier.init_params()
@@ -189,7 +241,10 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, setup: Setup |
     scheduler = make_scheduler(cfg, optimizer, total_steps)
     sampler = setup.sampler("train", cfg.seed)
     _, val_episodes = fixed_episodes(setup, "val", cfg.train.val_episodes, cfg.train.val_seed)
-    val_tasks = list(setup.tasks(val_episodes))
+    if not cfg.data.test_episodes_file:
+        setup.sampler("test", cfg.eval.seed)  # too few test classes or examples: fail now, not after training
+    val_slots = list(group.slots(len(val_episodes)))  # this process's share of the validation episodes
+    val_tasks = [setup.task(val_episodes[i], i) for i in val_slots]
     counts = classifier.count({k: v for k, v in params.items() if not k.startswith(LR_PREFIX)})
 
     state = TrainState()
@@ -204,28 +259,42 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, setup: Setup |
         scheduler.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["rng"])
         state = TrainState(**ckpt["state"])
-        metrics = _Metrics(run_dir / METRICS_FILE, keep_until_step=state.step)
-        print(f"resuming {run_dir} at outer step {state.step}/{total_steps}")
+        metrics = _NoMetrics()
+        if group.is_main:
+            for stale in run_dir.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)  # left by a kill during an atomic write
+            # A checkpoint taken before the first validation (empty history) keeps no metrics line.
+            metrics = _Metrics(run_dir / METRICS_FILE, keep_until_step=state.step if state.history else -1)
+            print(f"resuming {run_dir} at outer step {state.step}/{total_steps}")
+    elif not group.is_main:
+        metrics = _NoMetrics()
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / CONFIG_FILE).write_text(cfg.to_yaml(), encoding="utf-8")
         info = {**provenance(), "trainable_params": counts, "dataset_sha256": setup.dataset.sha256,
-                "model": cfg.model.name}
+                "model": cfg.model.name, "distributed": group.describe()}
         (run_dir / RUN_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
         metrics = _Metrics(run_dir / METRICS_FILE)
-    print(f"trainable parameters (meta-learned): {counts['total']:,} "
-          f"(prompt {counts['prompt']:,}, verbalizer {counts['verbalizer']:,}, backbone {counts['backbone']:,})")
+    if group.is_main:
+        print(f"trainable parameters (meta-learned): {counts['total']:,} "
+              f"(prompt {counts['prompt']:,}, verbalizer {counts['verbalizer']:,}, backbone {counts['backbone']:,})"
+              + (f"; {group.world_size} processes" if group.enabled else ""))
 
-    wandb_run = _wandb_run(cfg, run_dir)
+    wandb_run = _wandb_run(cfg, run_dir) if group.is_main else None
 
     saved = {"step": state.step}
 
     def checkpoint() -> None:
-        save_checkpoint(run_dir / CHECKPOINT_FILE, params, optimizer, scheduler, state.to_dict())
+        if group.is_main:
+            save_checkpoint(run_dir / CHECKPOINT_FILE, params, optimizer, scheduler, state.to_dict())
+        group.barrier()  # once any process is past this, the checkpoint of this step is on disk
         saved["step"] = state.step
 
     def run_validation() -> None:
-        accuracies = validate(setup, algorithm, params, val_tasks)
+        # Each process scores its share; the merged list is the same on every process (and the
+        # same as one process would get), so early stopping agrees everywhere.
+        mine = validate(setup, algorithm, params, val_tasks)
+        accuracies = group.gather(dict(zip(val_slots, mine)), len(val_episodes))
         mean, ci = mean_ci95(accuracies)
         state.last_val = mean
         point = {"step": state.step, "episodes": state.step * cfg.meta.meta_batch,
@@ -236,49 +305,64 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, setup: Setup |
             wandb_run.log({"val/accuracy": mean}, step=state.step)
         if mean > state.best_val:
             state.best_val, state.best_step, state.bad_checks = mean, state.step, 0
-            save_init(run_dir / BEST_FILE, params, {"step": state.step, "val_accuracy": mean, "val_ci95": ci,
-                                                    "episodes": point["episodes"]})
+            if group.is_main:
+                save_init(run_dir / BEST_FILE, params, {"step": state.step, "val_accuracy": mean, "val_ci95": ci,
+                                                        "base_model": setup.backbone.facts(),
+                                                        "episodes": point["episodes"]})
         else:
             state.bad_checks += 1
         checkpoint()
 
-    if state.step == 0 and not state.history:
-        run_validation()  # the curve starts at the pretrained init
     bar = tqdm(total=total_steps, initial=state.step, desc="meta-training", unit="step",
-               disable=not cfg.log.progress)
+               disable=not cfg.log.progress or not group.is_main)
     try:
+        if state.step == 0 and not state.history:
+            if not resume:
+                checkpoint()  # at once: a run killed during the first validation can be resumed
+            run_validation()  # the curve starts at the pretrained init
         while state.step < total_steps and not state.stopped_early:
             started = time.perf_counter()
             for p in params.values():
                 p.grad = None
-            losses, accuracies = [], []
-            bad = False
-            for b in range(cfg.meta.meta_batch):
-                index = state.step * cfg.meta.meta_batch + b
-                task = setup.task(sampler.episode(index), index)
-                result = algorithm.accumulate(params, task, state.step, total_steps, weight=1.0 / cfg.meta.meta_batch)
-                losses.append(result.loss)
-                accuracies.append(result.accuracy)
-                if _nonfinite(result.loss, params):
-                    bad = True
-                    if cfg.train.on_nonfinite == "stop":
-                        raise TrainingError(
-                            f"non-finite loss or gradient at outer step {state.step + 1}, training episode {index} "
-                            f"(query loss {result.loss}); nothing was saved for this step, and the last checkpoint "
-                            f"({run_dir / CHECKPOINT_FILE}, step {saved['step']}) is intact. "
-                            "Lower train.lr or meta.inner_lr, or set train.on_nonfinite=skip.")
-                    break
-            if bad:
+            first = state.step * meta_batch
+            index = first + meta_batch - 1  # the last episode of the step (for messages)
+            results = {}
+            for b in group.slots(meta_batch):  # episode first + b; this process's share of the meta-batch
+                task = setup.task(sampler.episode(first + b), first + b)
+                results[b] = algorithm.accumulate(params, task, state.step, total_steps, weight=1.0 / meta_batch)
+            # Sum the meta-gradient over processes; read losses, accuracies and the norm at once.
+            stats = group.reduce_step(params, results, meta_batch)
+            losses, accuracies = stats.losses, stats.accuracies
+            if not stats.finite:
+                if cfg.train.on_nonfinite == "stop":
+                    bad = [first + b for b, value in enumerate(losses) if not math.isfinite(value)]
+                    what = (f"query loss non-finite in training episode(s) {bad}" if bad
+                            else f"meta-gradient norm {stats.grad_norm}")
+                    raise TrainingError(
+                        f"non-finite loss or gradient at outer step {state.step + 1}, training episodes "
+                        f"{first}-{index} ({what}); nothing was saved for this step, and the last checkpoint "
+                        f"({run_dir / CHECKPOINT_FILE}, step {saved['step']}) is intact. "
+                        "Lower train.lr or meta.inner_lr, or set train.on_nonfinite=skip.")
                 state.skipped_steps += 1
                 log.warning("skipped outer step %d: non-finite loss or gradient", state.step + 1)
                 for p in params.values():
                     p.grad = None
             else:
-                if cfg.train.grad_clip:
-                    torch.nn.utils.clip_grad_norm_([p for p in params.values() if p.grad is not None],
-                                                   cfg.train.grad_clip)
+                if cfg.train.grad_clip:  # clip_grad_norm_, with the norm reduce_step already computed
+                    torch.nn.utils.clip_grads_with_norm_([p for p in params.values() if p.grad is not None],
+                                                         cfg.train.grad_clip, stats.norm_tensor)
                 optimizer.step()
-            scheduler.step()
+                if not torch.stack([torch.isfinite(p).all() for p in params.values()]).all():
+                    broken = next(name for name, p in params.items() if not torch.isfinite(p).all())
+                    raise TrainingError(
+                        f"the update of outer step {state.step + 1} (training episodes "
+                        f"{state.step * cfg.meta.meta_batch}-{index}) made '{broken}' non-finite although the loss "
+                        f"and gradient were finite; nothing was saved for this step, and the last checkpoint "
+                        f"({run_dir / CHECKPOINT_FILE}, step {saved['step']}) is intact. Lower train.lr, "
+                        "or keep train.grad_clip > 0.")
+            with warnings.catch_warnings():  # after a skipped first step torch warns of a step it did not miss
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+                scheduler.step()
             state.step += 1
             state.train_seconds += time.perf_counter() - started
             loss = sum(losses) / len(losses)
@@ -297,6 +381,11 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, setup: Setup |
                     checkpoint()
             elif state.step % cfg.train.checkpoint_every == 0:
                 checkpoint()
+    except OSError as err:  # disk full, or the folder went away: the last checkpoint is whole (atomic writes)
+        raise TrainingError(
+            f"cannot write to {run_dir} at outer step {state.step}: {err.strerror or err}; the last checkpoint "
+            f"({run_dir / CHECKPOINT_FILE}, step {saved['step']}) is intact: free some space, then continue "
+            f"with `metaprompt train --resume {run_dir}`") from None
     finally:
         bar.close()
         metrics.close()
@@ -304,16 +393,22 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, setup: Setup |
             wandb_run.finish()
 
     episodes_done = state.step * cfg.meta.meta_batch
+    eps = episodes_done / state.train_seconds if state.train_seconds > 0 else 0.0
     summary = {
         "outer_steps": state.step, "episodes": episodes_done, "stopped_early": state.stopped_early,
         "best_val_accuracy": state.best_val, "best_step": state.best_step,
         "best_episodes": state.best_step * cfg.meta.meta_batch,
         "train_seconds": state.train_seconds,
         "seconds_per_episode": state.train_seconds / max(1, episodes_done),
-        "skipped_steps": state.skipped_steps, "peak_rss_mb": peak_rss_mb(),
+        "episodes_per_second": eps, "processes": group.world_size,
+        "skipped_steps": state.skipped_steps, "peak_rss_mb": group.maximum(peak_rss_mb()),
         "trainable_params": counts, "validation": state.history,
     }
-    if setup.device.type == "cuda":
-        summary["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    if setup.device.type == "cuda":  # the largest of the processes
+        summary["peak_gpu_memory_mb"] = group.maximum(torch.cuda.max_memory_allocated(setup.device) / 2**20)
+    if group.is_main:
+        (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        gpu = f", peak GPU memory {summary['peak_gpu_memory_mb']:.0f} MB" if "peak_gpu_memory_mb" in summary else ""
+        print(f"meta-training speed: {eps:.2f} episodes/s over {group.world_size} process(es){gpu}")
+    group.barrier()
     return summary

@@ -1,0 +1,198 @@
+"""`metaprompt report`: synthetic results JSON → report.md (bold best, significance wording,
+paired Δ, template robustness, out-of-distribution rows, provenance) and valid PNG plots."""
+from __future__ import annotations
+
+import json
+import random
+import statistics
+from pathlib import Path
+
+import pytest
+
+from metaprompt.run.report import ReportError, build_report, paired
+from metaprompt.run.stats import mean_ci95
+
+SHA = {"huffpost": "a" * 64, "reuters": "b" * 64}
+EPISODES = {("huffpost", 1): "1" * 64, ("huffpost", 5): "5" * 64, ("reuters", 1): "2" * 64}
+
+
+def accuracies(mean: float, n: int, seed: int, spread: float = 0.1) -> list[float]:
+    rng = random.Random(seed)
+    return [min(1.0, max(0.0, round(mean + rng.uniform(-spread, spread), 4))) for _ in range(n)]
+
+
+def row(init: str, accs: list[float]) -> dict:
+    mean, ci = mean_ci95(accs)
+    return {"init": init, "accuracy_mean": mean, "accuracy_ci95": ci, "accuracies_per_episode": accs,
+            "seconds": 2.0 * len(accs), "seconds_per_episode": 2.0}
+
+
+def results(dataset: str, k: int, pre: list[float], meta: list[float] | None, *, label: str = "",
+            ref: list[float] | None = None, prompt: str = "embedding", verbalizer: str = "soft",
+            template: int = 0, trained_on: str | None = None, method: str = "metaprompting",
+            freeze: bool = True) -> dict:
+    rows = [row("pretrained", pre)] + ([row("meta", meta)] if meta is not None else [])
+    refs = []
+    if ref is not None:
+        mean, ci = mean_ci95(ref)
+        refs = [{"name": "nearest_centroid_mean_pooled", "accuracy_mean": mean, "accuracy_ci95": ci,
+                 "accuracies_per_episode": ref, "seconds": 1.0}]
+    return {
+        "label": label, "dataset": dataset, "n_way": 5, "k_shot": k, "n_query": 15, "n_episodes": len(pre),
+        "episodes_sha256": EPISODES[(dataset, k)], "episodes_seed": 1234, "model": "minilm-offline", "seed": 1999,
+        "commit": "0123456789abcdef0123", "method": method, "algorithm": "fomaml", "engine": "torch_func",
+        "prompt": prompt, "verbalizer": verbalizer, "trainable_params": 1537,
+        "adaptation": {"mode": "sgd", "steps": 5, "lr": 0.1},
+        "meta_train_dataset": (trained_on or dataset) if meta is not None else None,
+        "results": rows, "references": refs, "data_sha256": SHA[dataset],
+        "provenance": {"command": f"metaprompt eval runs/{dataset}-{k}", "commit": "0123456789abcdef0123",
+                       "versions": {"python": "3.11", "torch": "2.13.0"}, "machine": {"cpus": 2}},
+        "config": {"label": label, "data": {"dataset": dataset, "k_shot": k},
+                   "model": {"name": "minilm-offline", "freeze_backbone": freeze, "max_length": 64},
+                   "prompt": {"kind": prompt, "length": 4, "template_id": template, "pool_size": 8},
+                   "verbalizer": {"kind": verbalizer}, "meta": {"algorithm": "fomaml"},
+                   "peft": {"method": "none" if method == "metaprompting" else method}},
+    }
+
+
+def write_run(folder: Path, res: dict, curve: list[float] | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps(res))
+    if curve is not None:
+        points = [{"step": 50 * i, "episodes": 50 * i, "val_accuracy": v, "val_ci95": 0.03}
+                  for i, v in enumerate(curve)]
+        (folder / "train_summary.json").write_text(json.dumps({
+            "episodes": 50 * (len(curve) - 1), "train_seconds": 754.0, "best_episodes": 100,
+            "validation": points}))
+        (folder / "run.json").write_text(json.dumps({"command": f"metaprompt train --out {folder.name}"}))
+    return folder
+
+
+@pytest.fixture
+def tree(tmp_path):
+    n = 200
+    root = tmp_path / "results"
+    pre_h = accuracies(0.30, n, 1)
+    meta_h = [min(1.0, a + 0.25) for a in pre_h]  # a clear, paired win
+    ref_h = accuracies(0.45, n, 3)
+    write_run(root / "main" / "huffpost-1shot", results("huffpost", 1, pre_h, meta_h, ref=ref_h),
+              curve=[0.30, 0.48, 0.52, 0.50])
+    pre_r = accuracies(0.50, n, 4)
+    meta_r = accuracies(0.50, n, 5)  # no real difference
+    write_run(root / "main" / "reuters-1shot", results("reuters", 1, pre_r, meta_r, ref=accuracies(0.6, n, 6)),
+              curve=[0.40, 0.42, 0.41])
+    # frozen study (by label, in a flat folder): two configs on the same episodes -> bold best;
+    # the pool row borrows the reference of main/huffpost-1shot (same episodes, data, model)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    (flat / "prompt.json").write_text(json.dumps(results("huffpost", 1, pre_h, [a + 0.2 for a in pre_h],
+                                                         label="frozen", ref=ref_h)))
+    (flat / "pool.json").write_text(json.dumps(results("huffpost", 1, pre_h, [a + 0.1 for a in pre_h],
+                                                       label="frozen", prompt="pool", verbalizer="repverb")))
+    # templates: two templates of one config -> mean ± std; OOD: trained on reuters, tested on huffpost
+    write_run(root / "templates" / "t0", results("huffpost", 5, accuracies(0.4, n, 7), accuracies(0.6, n, 8),
+                                                 template=0), curve=[0.4, 0.5])
+    write_run(root / "templates" / "t1", results("huffpost", 5, accuracies(0.3, n, 9), accuracies(0.58, n, 10),
+                                                 template=1), curve=[0.3, 0.45])
+    write_run(root / "ood" / "reuters-to-huffpost", results("huffpost", 1, pre_h, [a + 0.05 for a in pre_h],
+                                                          trained_on="reuters"))
+    return {"root": root, "flat": flat, "pre_h": pre_h, "meta_h": meta_h, "pre_r": pre_r, "meta_r": meta_r}
+
+
+def section(report: str, study: str) -> str:
+    return report.split(f"\n## {study}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def table_row(report: str, *needles: str) -> str:
+    for line in report.splitlines():
+        if line.startswith("|") and all(n in line for n in needles):
+            return line
+    raise AssertionError(f"no table row with {needles}")
+
+
+def test_report_tables_significance_and_plots(tree, tmp_path):
+    out = tmp_path / "out"
+    path = build_report([tree["root"], tree["flat"]], out, title="Synthetic")
+    report = path.read_text()
+    assert report.startswith("# Synthetic")
+    for study in ("main", "frozen", "templates", "ood"):
+        assert f"## {study}" in report
+
+    # paired Δ = mean ± CI of per-episode differences, as in the accuracy table
+    d = paired({"accuracies_per_episode": tree["meta_h"]}, {"accuracies_per_episode": tree["pre_h"]})
+    expected = f"+{100 * d['mean']:.1f} ± {100 * d['ci']:.1f}"
+    assert expected in table_row(section(report, "main"), "| huffpost |", "T0")
+    # significance wording: a clear win, and a row where the meta-learned init does not win
+    assert "**wins**: 95% CIs do not overlap; paired Δ > 0" in report
+    assert "does **not** win with non-overlapping 95% CIs (1 of 2 rows)" in report
+    miss = next(line for line in report.splitlines() if line.startswith("- reuters 1-shot"))
+    assert "95% CIs overlap" in miss and "paired Δ" in miss
+
+    # bold best per column among rows on the same episodes: the prompt row beats the pool row
+    frozen = section(report, "frozen")
+    prompt_row = table_row(frozen, "| huffpost | 5-way 1-shot | embedding")
+    pool_row = table_row(frozen, "| huffpost | 5-way 1-shot | pool")
+    meta_prompt = f"{100 * mean_ci95([a + 0.2 for a in tree['pre_h']])[0]:.1f}"
+    assert f"**{meta_prompt}" in prompt_row
+    assert pool_row.count("**") == 2  # pretrained init ties (same accuracies): both bold
+    # ...and a single row on its episodes gets no bold in its study table
+    assert "**" not in table_row(section(report, "main"), "| reuters | 5-way 1-shot")
+    # the pool row borrows the reference of an identical-episode row
+    assert "†" in pool_row
+
+    # template robustness and out-of-distribution sections
+    assert "**Template robustness**" in report
+    trow = table_row(report, "| huffpost | 5-shot", "| 2 |")
+    per_template = [mean_ci95(accuracies(m, 200, seed))[0] for m, seed in ((0.4, 7), (0.3, 9))]
+    expected = f"| {100 * statistics.mean(per_template):.1f} ± {100 * statistics.stdev(per_template):.1f} |"
+    assert expected in trow  # pretrained init: mean ± std across the two templates
+    assert "meta-trained on reuters" in report
+    ood = table_row(report, "| huffpost | 1-shot | reuters |")
+    assert "`main/huffpost-1shot`" in ood or "`frozen/" in ood
+
+    # provenance: commands, commits, models, data sha256
+    assert "## Provenance" in report
+    assert "metaprompt train --out huffpost-1shot" in report
+    assert "metaprompt eval runs/huffpost-1" in report
+    assert SHA["huffpost"] in report and SHA["reuters"] in report and "minilm-offline" in report
+    assert "`0123456789ab`" in report
+
+    # plots: referenced and valid images
+    import matplotlib.image as mpimg
+
+    pngs = sorted(out.glob("*.png"))
+    names = {p.name for p in pngs}
+    assert {"curves_main.png", "bars_main.png", "bars_frozen.png", "curves_templates.png"} <= names
+    assert "curves_ood.png" not in names  # an OOD curve is the source run's, not the test data's
+    for png in pngs:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        image = mpimg.imread(png)
+        assert image.shape[0] > 200 and image.shape[1] > 300
+        assert f"]({png.name})" in report
+
+
+def test_report_cli_and_errors(tree, tmp_path, capsys):
+    from metaprompt.cli import main
+
+    run_dir = tree["root"] / "main" / "huffpost-1shot"
+    assert main(["report", str(run_dir), "--out", str(tmp_path / "one"), "--no-plots"]) == 0
+    report = (tmp_path / "one" / "report.md").read_text()
+    assert "1 result(s) in 1 study" in report and not list((tmp_path / "one").glob("*.png"))
+    assert "The meta-learned init wins in all 1 rows" in report
+
+    (tmp_path / "junk.json").write_text(json.dumps({"hello": 1}))
+    assert main(["report", str(tmp_path / "junk.json"), "--out", str(tmp_path / "x")]) == 2
+    assert "not a results JSON" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()  # nothing written on error
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ReportError, match="no results JSON"):
+        build_report([tmp_path / "empty"], tmp_path / "y")
+
+
+def test_label_config_key():
+    from metaprompt.config import Config, ConfigError
+
+    assert Config.load(None, ["label=main"]).label == "main"
+    assert Config.load(None).label == ""
+    with pytest.raises(ConfigError, match="label"):
+        Config.load(None, ["label=a|b"])
