@@ -294,16 +294,6 @@ class Config:
                f"must be at most 120 characters without '|', backticks, tabs or line breaks, got {self.label!r}")
         if self.prompt.template_id is not None:
             self.prompt.template = _builtin_template(self.data.dataset, self.prompt.template_id)
-        # torch (2.11, 2.13): under autocast, the math attention kernel that second-order inner steps
-        # need fails inside torch.func.grad ("expected scalar type Float but found BFloat16").
-        second_order = self.meta.algorithm == "maml" or (self.meta.algorithm == "maml++"
-                                                         and self.meta.first_order_fraction < 1.0)
-        _check(not (self.model.dtype == "bfloat16" and second_order and self.meta.engine == "torch_func"),
-               "model.dtype", f"bfloat16 does not work with second-order meta-gradients (meta.algorithm="
-               f"{self.meta.algorithm}) on meta.engine=torch_func: torch's attention fails under autocast inside "
-               "torch.func.grad. Use model.dtype=float32 (with model.tf32=true on a GPU: the fast accurate "
-               "setting), meta.engine=higher, or a first-order algorithm (fomaml, reptile, or maml++ with "
-               "meta.first_order_fraction=1)")
         # Deep prompts enter every layer as a key/value cache that a recomputed layer would extend twice.
         _check(not (self.model.gradient_checkpointing and self.prompt.kind == "prefix"), "model.gradient_checkpointing",
                "does not work with prompt.kind=prefix (the per-layer prefixes live in a cache that recomputing a "

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from metaprompt.meta.algorithms import LR_PREFIX, build_algorithm
-from metaprompt.meta.engines import attention_for, build_engine
+from metaprompt.meta.engines import TorchFuncLoop, attention_for, build_engine
 from metaprompt.model.classifier import PromptClassifier
 from metaprompt.run.setup import build_setup
 
@@ -23,7 +23,8 @@ def _setup(tiny_config, dtype=torch.float32, **overrides):
 
 def _meta_grad(cfg, setup, task, algorithm, engine, step=0, total=10, params=None):
     cfg.meta.algorithm = algorithm
-    alg = build_algorithm(cfg.meta, build_engine(engine), setup.classifier)
+    engine = build_engine(engine) if isinstance(engine, str) else engine
+    alg = build_algorithm(cfg.meta, engine, setup.classifier)
     if params is None:
         params = setup.classifier.init_params()
         params.update(alg.extra_params(params))
@@ -52,7 +53,8 @@ def test_engines_give_the_same_meta_gradient(tiny_config, algorithm, step, froze
     cfg, setup, task = _setup(tiny_config, **{"model.freeze_backbone": frozen, "meta.inner_steps": 2})
     a = _meta_grad(cfg, setup, task, algorithm, "torch_func", step)
     b = _meta_grad(cfg, setup, task, algorithm, "higher", step)
-    assert a.keys() == b.keys() and a
+    c = _meta_grad(cfg, setup, task, algorithm, TorchFuncLoop(grad_transform=True), step)
+    assert a.keys() == b.keys() == c.keys() and a
     if not frozen:
         assert any(k.startswith("backbone.") for k in a)
     if algorithm == "maml++":
@@ -64,6 +66,8 @@ def test_engines_give_the_same_meta_gradient(tiny_config, algorithm, step, froze
         flat_a = torch.cat([a[n].flatten() for n in names])
         flat_b = torch.cat([b[n].flatten() for n in names])
         assert _rel(flat_a, flat_b) <= 1e-5, (group, _rel(flat_a, flat_b))
+        flat_c = torch.cat([c[n].flatten() for n in names])  # torch.func.grad for the inner gradients
+        assert _rel(flat_a, flat_c) <= 1e-5, (group, _rel(flat_a, flat_c))
 
 
 def test_second_order_gradient_matches_finite_differences(tiny_config):

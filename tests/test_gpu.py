@@ -194,16 +194,7 @@ def test_gradient_checkpointing_refuses_prefix_prompts(tiny_data, tiny_models):
 
 
 # -- CUDA ----------------------------------------------------------------------------------------------
-BF16_CASES = [("fomaml", "torch_func"), ("reptile", "torch_func"), ("maml", "higher")]
-
-
-def test_bf16_second_order_on_torch_func_is_refused(tiny_config):
-    with pytest.raises(ConfigError, match="bfloat16 does not work with second-order"):
-        tiny_config(**{"model.dtype": "bfloat16", "meta.algorithm": "maml"})
-    with pytest.raises(ConfigError, match="bfloat16"):
-        tiny_config(**{"model.dtype": "bfloat16", "meta.algorithm": "maml++"})
-    tiny_config(**{"model.dtype": "bfloat16", "meta.algorithm": "maml++", "meta.first_order_fraction": 1.0})
-    tiny_config(**{"model.dtype": "bfloat16", "meta.algorithm": "maml", "meta.engine": "higher"})
+BF16_CASES = [("fomaml", "torch_func"), ("reptile", "torch_func"), ("maml", "torch_func"), ("maml", "higher")]
 
 
 def _bf16_vs_fp32(tiny_config, algorithm, engine, device):

@@ -94,8 +94,9 @@ def tree(tmp_path):
                                                  template=0), curve=[0.4, 0.5])
     write_run(root / "templates" / "t1", results("huffpost", 5, accuracies(0.3, n, 9), accuracies(0.58, n, 10),
                                                  template=1), curve=[0.3, 0.45])
-    write_run(root / "ood" / "reuters-to-huffpost", results("huffpost", 1, pre_h, [a + 0.05 for a in pre_h],
-                                                          trained_on="reuters"))
+    ood = results("huffpost", 1, pre_h, [a + 0.05 for a in pre_h], trained_on="reuters")
+    ood["results"] = [r for r in ood["results"] if r["init"] == "meta"]  # `metaprompt eval --init meta`
+    write_run(root / "ood" / "reuters-to-huffpost", ood)
     return {"root": root, "flat": flat, "pre_h": pre_h, "meta_h": meta_h, "pre_r": pre_r, "meta_r": meta_r}
 
 
@@ -147,6 +148,10 @@ def test_report_tables_significance_and_plots(tree, tmp_path):
     expected = f"| {100 * statistics.mean(per_template):.1f} ± {100 * statistics.stdev(per_template):.1f} |"
     assert expected in trow  # pretrained init: mean ± std across the two templates
     assert "meta-trained on reuters" in report
+    # the OOD row scored only its meta-learned init: the pretrained row of the same config on the
+    # same episodes is lent to it (‡), so its verdict and paired Δ exist
+    ood_row = table_row(section(report, "ood"), "| huffpost |", "meta-trained on reuters")
+    assert "‡" in ood_row and "+5.0 ± 0.0" in ood_row
     ood = table_row(report, "| huffpost | 1-shot | reuters |")
     assert "`main/huffpost-1shot`" in ood or "`frozen/" in ood
 
@@ -196,3 +201,39 @@ def test_label_config_key():
     assert Config.load(None).label == ""
     with pytest.raises(ConfigError, match="label"):
         Config.load(None, ["label=a|b"])
+
+
+def test_study_cells_and_dry_run(capsys, monkeypatch):
+    """Every cell of both profiles has a valid config; the dry run prints commands and estimates."""
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.syspath_prepend(str(root / "experiments"))
+    import run_study
+    from studies import build_cells, by_id
+
+    for profile in ("cpu", "paper"):
+        cells = build_cells(profile)
+        index = by_id(cells)
+        assert {c.study for c in cells} == {"main", "frozen", "ood", "templates", "peft"}
+        for cell in cells:
+            if cell.source:
+                assert cell.source in index, cell.id
+            cfg = run_study.cell_config(cell, index)
+            assert cfg.data.dataset == cell.dataset and cfg.data.k_shot == cell.k_shot, cell.id
+            if cell.study == "templates" and cell.action == "train_eval":
+                assert cfg.prompt.template_id in (1, 2)
+            if profile == "cpu":
+                assert cfg.eval.episodes >= 600 and cfg.model.name == "minilm-offline", cell.id
+            else:
+                assert cfg.eval.episodes == 1000 and cfg.model.name == "bert-base-uncased", cell.id
+    env = run_study.default_env()
+    if not all(run_study.dataset_available(d, env) for d in ("huffpost", "reuters", "20news")):
+        del sys.modules["run_study"], sys.modules["studies"]
+        pytest.skip("the dry run needs the data sets (../shared/data or $METAPROMPT_DATA)")
+    assert run_study.main(["--study", "all", "--profile", "cpu", "--dry-run", "--jobs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "metaprompt train --config configs/studies/cpu/main.yaml" in out
+    assert "eval experiments/runs/cpu/ood/huffpost-to-reuters-1shot --init meta --set data.dataset=reuters" in out
+    assert "estimated time:" in out and "wall with 2 jobs" in out
+    del sys.modules["run_study"], sys.modules["studies"]

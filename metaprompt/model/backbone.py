@@ -176,10 +176,10 @@ class MaskedEncoder(nn.Module):
         ``functional_call``: the weights a block ran with (fast weights of a trainable backbone)
         and the attention kernels chosen are captured at the forward pass and restored for the
         recomputation. Memory is saved in passes differentiated once (query passes, first-order
-        inner steps of ``higher``, AdamW adaptation); a second-order inner step's gradient graph
-        keeps the recomputed activations, so there it saves little. Inside ``torch.func``
-        transforms (the inner steps of the ``torch_func`` engine) a block runs without
-        checkpointing, since ``torch.func`` does not support the saved-tensor hooks it relies on."""
+        inner steps, AdamW adaptation); a second-order inner step's gradient graph keeps the
+        recomputed activations, so there it saves little. Inside ``torch.func`` transforms
+        (``TorchFuncLoop(grad_transform=True)``) a block runs without checkpointing, since
+        ``torch.func`` does not support the saved-tensor hooks it relies on."""
         from transformers.modeling_layers import GradientCheckpointingLayer
 
         blocks = [m for m in self.model.modules() if isinstance(m, GradientCheckpointingLayer)]

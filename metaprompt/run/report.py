@@ -248,7 +248,8 @@ def describe(entry: Entry) -> dict[str, str | None]:
         # a PEFT method names what it adapts of the backbone itself
         "backbone": None if method not in ("metaprompting", "none")
         else ("frozen" if model.get("freeze_backbone", True) else "tuned"),
-        "algorithm": entry.results.get("algorithm") or meta.get("algorithm", "?"),
+        # no meta-learned init scored: the algorithm played no part
+        "algorithm": (entry.results.get("algorithm") or meta.get("algorithm", "?")) if entry.row("meta") else None,
         "template": f"T{template}" if template is not None else "custom",
         "adaptation": adapt_text,
     }
@@ -398,7 +399,8 @@ def accuracy_table(entries: list[Entry], keys: Sequence[str] | None = None) -> l
         ref = e.reference
         s = e.summary or {}
         if s:
-            train = f"{_minutes(s.get('train_seconds'))}, {s.get('episodes', '?')} ep. (best @ {s.get('best_episodes', '?')})"
+            train = (f"{_minutes(s.get('train_seconds'))}, {s.get('episodes', '?')} ep. "
+                     f"(best @ {s.get('best_episodes', '?')})")
         else:
             train = "–" if meta is None else "(no train_summary.json)"
         timing = meta or pre
@@ -474,7 +476,8 @@ def template_section(entries: list[Entry]) -> list[str]:
         if len(pre) == len(meta) == len(members) >= 2:
             deltas = [b - a for a, b in zip(pre, meta)]
             gain = f"{100 * statistics.mean(deltas):+.1f} ± {100 * statistics.stdev(deltas):.1f}"
-        rows.append([dataset, f"{k}-shot", config_text(members[0], [x for x in describe(members[0]) if x != "template"]),
+        keys = [x for x in describe(members[0]) if x != "template"]
+        rows.append([dataset, f"{k}-shot", config_text(members[0], keys),
                      str(len(members)), pre_text, meta_text, gain, per])
     if not rows:
         return []
@@ -502,7 +505,8 @@ def ood_section(entries: list[Entry], everything: list[Entry]) -> list[str]:
                       and _signature(o) == _signature(e)), None)
         if match is None:
             rows.append([e.dataset, f"{e.k_shot}-shot", str(e.results.get("meta_train_dataset")),
-                         pct(meta["accuracy_mean"], meta["accuracy_ci95"]) if meta else "–", "(none reported)", "–"])
+                         pct(meta["accuracy_mean"], meta["accuracy_ci95"]) if meta else "–", "(none reported)",
+                         "–"])
             continue
         inn = match.row("meta")
         d = paired(meta, inn)
@@ -607,6 +611,7 @@ def plot_curves(study: str, entries: list[Entry], out_dir: Path) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     with_curve = [e for e in entries if len(e.curve) >= 1 and not e.out_of_distribution]
     if not with_curve:
@@ -632,6 +637,7 @@ def plot_curves(study: str, entries: list[Entry], out_dir: Path) -> Path | None:
             ax.plot([xs[best]], [ys[best]], marker="*", markersize=11, color=line.get_color(),
                     markeredgecolor="black", markeredgewidth=0.5)
         ax.set_title(dataset, fontsize=11)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("meta-training episodes", fontsize=9)
         ax.set_ylabel("validation accuracy (%)", fontsize=9)
         ax.tick_params(labelsize=8)
@@ -663,10 +669,12 @@ def plot_bars(study: str, entries: list[Entry], out_dir: Path) -> Path | None:
     if not rows:
         return None
     keys = varying_keys(rows)
-    labels = [_short_label(e, keys) for e in rows]
+    with_data = len({(e.dataset, e.k_shot) for e in rows}) > 1 or not keys
+    labels = [_short_label(e, keys, with_data) for e in rows]
     series = [("pretrained init", "pretrained", "#8da0cb", None), ("meta-learned init", "meta", "#fc8d62", None),
               ("reference (no training)", "reference", "#bbbbbb", "//")]
-    width = 0.26
+    series = [s for s in series if any((e.reference if s[1] == "reference" else e.row(s[1])) for e in rows)]
+    width = 0.8 / len(series)
     fig_w = max(6.0, 1.05 * len(rows) + 2.0)
     longest = max(len(line) for label in labels for line in label.split("\n"))
     rotate = longest * len(rows) > 110
@@ -677,7 +685,7 @@ def plot_bars(study: str, entries: list[Entry], out_dir: Path) -> Path | None:
             row = e.reference if init == "reference" else e.row(init)
             if not row:
                 continue
-            xs.append(i + (j - 1) * width)
+            xs.append(i + (j - (len(series) - 1) / 2) * width)
             ys.append(100 * row["accuracy_mean"])
             ci = row.get("accuracy_ci95")
             errs.append(100 * ci if ci is not None and not math.isnan(ci) else 0.0)
@@ -690,7 +698,9 @@ def plot_bars(study: str, entries: list[Entry], out_dir: Path) -> Path | None:
     ax.set_ylim(0, min(100, max(5.0, ax.get_ylim()[1] * 1.12)))
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    ax.set_title(f"{study}: pretrained vs meta-learned init", fontsize=11)
+    common = "" if with_data else f" ({rows[0].dataset} {rows[0].k_shot}-shot)"
+    what = "pretrained vs meta-learned init" if any(e.row("meta") for e in rows) else "test accuracy"
+    ax.set_title(f"{study}: {what}{common}", fontsize=11)
     fig.tight_layout()
     path = out_dir / f"bars_{_slug(study)}.png"
     fig.savefig(path, dpi=110, bbox_inches="tight")
@@ -750,7 +760,8 @@ def build_report(paths: Sequence[str | Path], out_dir: str | Path, title: str | 
         lines += [plot_note, ""]
     if len(studies) > 1:
         lines += ["## Contents", ""] + [f"- [{s}](#{_slug(s).lower()})" for s in studies] + \
-                 ["- [All rows by data set and shot](#all-rows-by-data-set-and-shot)", "- [Provenance](#provenance)", ""]
+                 ["- [All rows by data set and shot](#all-rows-by-data-set-and-shot)",
+                  "- [Provenance](#provenance)", ""]
     for study, members in studies.items():
         meta = _study_meta(members)
         lines += [f"## {study}", ""]
@@ -759,11 +770,16 @@ def build_report(paths: Sequence[str | Path], out_dir: str | Path, title: str | 
         if meta.get("notes"):
             lines += [str(meta["notes"]), ""]
         lines += accuracy_table(members)
-        sig, misses = significance_table(members)
-        lines += ["", "Significance of meta-learned vs pretrained init:", "", *sig, ""]
         both = [e for e in members if e.row("meta") and e.row("pretrained")]
-        if not both:
-            lines += ["No row has both inits scored."]
+        if both:
+            sig, misses = significance_table(members)
+            lines += ["", "Significance of meta-learned vs pretrained init:", "", *sig, ""]
+        if not both and any(e.row("meta") for e in members):
+            lines += ["", "Only the meta-learned init was scored, and no reported row of the same config on the same "
+                          "episodes gives the pretrained init's score: no meta-learned vs pretrained comparison."]
+        elif not both:
+            lines += ["", "Only the pretrained init was scored (no meta-learning): no meta-learned vs pretrained "
+                          "comparison."]
         elif misses:
             lines += [f"Where the meta-learned init does **not** win with non-overlapping 95% CIs "
                       f"({len(misses)} of {len(both)} rows):", "", *misses]

@@ -207,10 +207,6 @@ def _speed_notes(cfg: Config) -> None:
                     "computed in bfloat16 too (about 3 significant digits); the trainer checks the meta-gradient "
                     "for NaN/inf at every outer step (train.on_nonfinite). model.dtype=float32 with model.tf32=true "
                     "is the accurate fast setting for second order (docs/scale.md).")
-    if cfg.model.gradient_checkpointing and cfg.meta.engine == "torch_func":
-        log.info("model.gradient_checkpointing: the query passes are checkpointed; the inner steps of "
-                 "meta.engine=torch_func are not (torch.func does not support saved-tensor hooks; "
-                 "meta.engine=higher checkpoints first-order inner steps too)")
 
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False, setup: Setup | None = None) -> dict[str, Any]:
