@@ -24,15 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments"))
 
-from studies import build_cells  # noqa: E402
+from run_study import cell_config  # noqa: E402
+from studies import build_cells, by_id  # noqa: E402
 
 
-def cell_config(cell, extra=()):
-    from metaprompt.config import Config
-    from metaprompt.peft import baseline_overrides
-
-    defaults = baseline_overrides(cell.method) if cell.action == "baseline" else []
-    return Config.load(ROOT / cell.config, [*defaults, *cell.overrides, *extra])
+def cell_profile(cell) -> str:
+    return "paper" if "/paper/" in str(cell.config) else "cpu"
 
 
 def phases(cfg) -> dict[str, int]:
@@ -63,7 +60,7 @@ def measure(cell, reps: int, eval_reps: int) -> dict:
     from metaprompt.run.setup import build_setup, fixed_episodes
     from metaprompt.run.train import make_optimizer
 
-    cfg = cell_config(cell, ["threads=1"])
+    cfg = cell_config(cell, by_id(build_cells(cell_profile(cell))), ["threads=1"])
     started = _clock()
     setup = build_setup(cfg)
     out = {"setup_s": time.process_time() - started[0]}
@@ -128,7 +125,6 @@ def main(argv=None) -> int:
     transformers.logging.set_verbosity_error()
     torch.set_num_threads(1)
     from metaprompt.run.provenance import provenance
-    from studies import DATASETS, DATA_SETTINGS  # noqa: F401
     from episodes.data import data_file_names
     from episodes.paths import resolve_data_dir
 
