@@ -78,11 +78,13 @@ class MetaAlgorithm:
         return out
 
     def adapt(self, params: Params, task: Task, mode: str, steps: int | None = None,
-              lr: float | None = None) -> list[Params]:
-        """Inner loop on the support set; returns the trajectory of fast weights."""
+              lr: float | None = None, keep_all: bool = False) -> list[Params]:
+        """Inner loop on the support set; returns the fast weights [φ_0, ..., φ_K] when
+        ``keep_all``, else [φ_0, φ_K]."""
         fast = self.classifier.task_params(model_params(params), task)
         lrs = self.inner_lrs(params, list(fast), steps, lr, detach=(mode == "detached"))
-        return self.engine.adapt(lambda p, t: self.classifier.loss(p, task.support, task), fast, lrs, mode)
+        return self.engine.adapt(lambda p, t: self.classifier.loss(p, task.support, task), fast, lrs, mode,
+                                 keep_all=keep_all)
 
     # -- the meta-gradient of one task ---------------------------------------------------------
     def accumulate(self, params: Params, task: Task, step: int, total: int, weight: float = 1.0) -> TaskResult:
@@ -91,14 +93,15 @@ class MetaAlgorithm:
         ``step`` / ``total``: the outer step and the number of outer steps of the run (for the
         schedules of MAML++)."""
         mode = self.mode(step, total)
-        trajectory = self.adapt(params, task, mode)
+        weights = self.step_weights(step, total)
+        keep_all = any(w != 0.0 for w in weights[:-1])  # multi-step loss: the query loss after every step
+        trajectory = self.adapt(params, task, mode, keep_all=keep_all)
         objective = 0.0
         last_logits = None
-        weights = self.step_weights(step, total)
         for t, w in enumerate(weights, start=1):
             if w == 0.0:
                 continue
-            logits = self.classifier(trajectory[t], task.query, task)
+            logits = self.classifier(trajectory[t] if keep_all else trajectory[-1], task.query, task)
             objective = objective + w * torch.nn.functional.cross_entropy(logits, task.query.labels)
             if t == len(weights):
                 last_logits = logits
@@ -206,7 +209,7 @@ class Reptile(MetaAlgorithm):
             last["logits"], last["labels"] = logits, batches[t].labels
             return torch.nn.functional.cross_entropy(logits, batches[t].labels)
 
-        final = self.engine.adapt(loss_fn, fast, lrs, "detached")[-1]
+        final = self.engine.adapt(loss_fn, fast, lrs, "detached", keep_all=False)[-1]
         for name, p in params.items():
             if name in final and p.requires_grad:
                 _add_grad(p, weight * (p.detach() - final[name].detach()))

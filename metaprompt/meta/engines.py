@@ -55,8 +55,11 @@ class InnerLoop(ABC):
     name = ""
 
     @abstractmethod
-    def adapt(self, loss_fn: LossFn, params: Params, lrs: LearningRates, mode: str) -> list[Params]:
-        """Run ``len(lrs)`` SGD steps from ``params``; return [φ_0, φ_1, ..., φ_K]."""
+    def adapt(self, loss_fn: LossFn, params: Params, lrs: LearningRates, mode: str,
+              keep_all: bool = True) -> list[Params]:
+        """Run ``len(lrs)`` SGD steps from ``params``; return [φ_0, φ_1, ..., φ_K], or only
+        [φ_0, φ_K] when not ``keep_all`` (intermediate weights are then freed as soon as the
+        autograd graph allows: a copy of a whole backbone per step otherwise)."""
 
 
 class TorchFuncLoop(InnerLoop):
@@ -89,7 +92,7 @@ class TorchFuncLoop(InnerLoop):
                                     allow_unused=True)
         return {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(inputs.items(), grads)}
 
-    def adapt(self, loss_fn, params, lrs, mode):
+    def adapt(self, loss_fn, params, lrs, mode, keep_all=True):
         assert mode in MODES, mode
         trajectory = [params]
         for step, lr in enumerate(lrs):
@@ -97,7 +100,11 @@ class TorchFuncLoop(InnerLoop):
                 grads = self._grads(loss_fn, params, step, mode)
             with torch.no_grad() if mode == "detached" else contextlib.nullcontext():
                 params = {k: _sgd(v, grads[k], lr[k]) for k, v in params.items()}
-            trajectory.append(params)
+            del grads
+            if keep_all or len(trajectory) == 1:
+                trajectory.append(params)
+            else:
+                trajectory[-1] = params
         return trajectory
 
 
@@ -112,7 +119,7 @@ class HigherLoop(InnerLoop):
 
     name = "higher"
 
-    def adapt(self, loss_fn, params, lrs, mode):
+    def adapt(self, loss_fn, params, lrs, mode, keep_all=True):
         import higher  # optional at import time: only this engine needs it
 
         assert mode in MODES, mode
@@ -133,7 +140,10 @@ class HigherLoop(InnerLoop):
             with attention_for(mode):
                 loss = loss_fn(dict(zip(names, current)), step)
                 current = diffopt.step(loss, params=current, override={"lr": [lr[n] for n in names]})
-            trajectory.append(dict(zip(names, current)))
+            if keep_all or len(trajectory) == 1:
+                trajectory.append(dict(zip(names, current)))
+            else:
+                trajectory[-1] = dict(zip(names, current))
         if mode == "detached":
             trajectory[1:] = [{k: v.detach() for k, v in p.items()} for p in trajectory[1:]]
         return trajectory
