@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from metaprompt.config import Config  # noqa: E402
 from metaprompt.meta.algorithms import build_algorithm  # noqa: E402
 from metaprompt.meta.engines import attention_for, build_engine  # noqa: E402
-from metaprompt.run.provenance import provenance  # noqa: E402
+from metaprompt.run.provenance import proc_status_mb, provenance  # noqa: E402
 from metaprompt.run.setup import build_setup  # noqa: E402
 
 ORDER = {"maml": "second", "maml++": "second", "fomaml": "first", "reptile": "first"}
@@ -66,13 +66,6 @@ class PeakMemory:
         self.device = device
         self.mb = 0.0
 
-    @staticmethod
-    def _status(field: str) -> float:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return float(line.split()[1]) / 1024.0
-        return float("nan")
-
     def __enter__(self):
         if self.device.type == "cuda":
             torch.cuda.synchronize()
@@ -80,7 +73,7 @@ class PeakMemory:
             self.start = torch.cuda.memory_allocated()
         else:
             Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-            self.start = self._status("VmRSS")
+            self.start = proc_status_mb("VmRSS")
         return self
 
     def __exit__(self, *exc):
@@ -88,7 +81,7 @@ class PeakMemory:
             torch.cuda.synchronize()
             self.mb = (torch.cuda.max_memory_allocated() - self.start) / 2**20
         else:
-            self.mb = self._status("VmHWM") - self.start
+            self.mb = proc_status_mb("VmHWM") - self.start
 
 
 def _sync(device):

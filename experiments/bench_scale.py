@@ -37,6 +37,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from metaprompt.run.provenance import proc_status_mb  # noqa: E402
+
 ORDERS = {"first": "fomaml", "second": "maml"}
 
 
@@ -68,19 +70,12 @@ def episode_flops(setup, task, inner_steps: int, trainable_backbone: bool) -> fl
 class CpuPeak:
     """Resident-memory growth of this process (reset through /proc/self/clear_refs)."""
 
-    @staticmethod
-    def _status(field: str) -> float:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return float(line.split()[1]) / 1024.0
-        return float("nan")
-
     def reset(self):
         Path("/proc/self/clear_refs").write_text("5")
-        self.start = self._status("VmRSS")
+        self.start = proc_status_mb("VmRSS")
 
     def read(self) -> float:
-        return self._status("VmHWM") - self.start
+        return proc_status_mb("VmHWM") - self.start
 
 
 def _sync(device):

@@ -59,3 +59,11 @@ def tiny_config(tiny_data, tiny_models):
         return Config.load(None, tiny_overrides(tiny_data, tiny_models(family, mlm_head), **extra))
 
     return make
+
+
+@pytest.fixture
+def keep_torch_threads():
+    """Restore torch's thread count after a test that runs the CLI in-process (``threads=1``)."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

@@ -16,24 +16,15 @@ from episodes import ClassSplits, EpisodeSampler, episodes_sha256, serialize_epi
 from metaprompt.cli import main
 from metaprompt.run.checkpoint import load_init
 from tests.conftest import tiny_overrides
+from tests.tiny import cli_sets
 
 
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("keep_torch_threads")  # the CLI sets threads=1
 
-
-def _sets(overrides: list[str]) -> list[str]:
-    out: list[str] = []
-    for item in overrides:
-        out += ["--set", item]
-    return out
 
 
 def test_two_runs_give_identical_metrics_and_results(tmp_path, tiny_data, tiny_models):
-    sets = _sets(tiny_overrides(tiny_data, tiny_models("bert"), threads=1, **{"train.episodes": 6,
+    sets = cli_sets(tiny_overrides(tiny_data, tiny_models("bert"), threads=1, **{"train.episodes": 6,
                                                                                "meta.algorithm": "maml++"}))
     results = []
     for name in ("a", "b"):
@@ -67,7 +58,7 @@ def test_two_runs_give_identical_metrics_and_results(tmp_path, tiny_data, tiny_m
 
 
 def test_episodes_command_is_byte_identical(tmp_path, tiny_data, capsys):
-    data = _sets([f"data.path={tiny_data[0]}", f"data.splits={tiny_data[1]}"])
+    data = cli_sets([f"data.path={tiny_data[0]}", f"data.splits={tiny_data[1]}"])
     argv = ["episodes", "--dataset", "custom", "--n-way", "3", "--k-shot", "2", "--count", "50"]
     for name, seed in (("a", "7"), ("b", "7"), ("c", "8")):
         assert main([*argv, "--seed", seed, "--out", str(tmp_path / f"{name}.jsonl"), *data]) == 0

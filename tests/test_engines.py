@@ -4,21 +4,12 @@ import torch
 
 from metaprompt.meta.algorithms import LR_PREFIX, build_algorithm
 from metaprompt.meta.engines import TorchFuncLoop, attention_for, build_engine
-from metaprompt.model.classifier import PromptClassifier
-from metaprompt.run.setup import build_setup
+from tests.tiny import directional_derivatives, setup_and_task
 
 
 def _setup(tiny_config, dtype=torch.float32, **overrides):
     cfg = tiny_config(**overrides)
-    setup = build_setup(cfg)
-    if dtype != torch.float32:
-        setup.backbone.encoder.to(dtype)
-        old = setup.classifier
-        setup.classifier = PromptClassifier(setup.backbone, setup.template, old.prompt, old.verbalizer,
-                                            learn=cfg.meta.learn, train_backbone=not cfg.model.freeze_backbone,
-                                            seed=cfg.seed)
-    task = setup.task(setup.sampler("train", cfg.seed).episode(0), 0)
-    return cfg, setup, task
+    return (cfg, *setup_and_task(cfg, dtype))
 
 
 def _meta_grad(cfg, setup, task, algorithm, engine, step=0, total=10, params=None):
@@ -79,21 +70,7 @@ def test_second_order_gradient_matches_finite_differences(tiny_config):
     alg.accumulate(params, task, 0, 1)
     grads = {k: p.grad.clone() for k, p in params.items()}
     fo = _meta_grad(cfg, setup, task, "fomaml", "torch_func")
-
-    def objective(values):
-        with attention_for("second_order"), torch.enable_grad():
-            fast = alg.adapt(values, task, "detached")[-1]
-        with torch.no_grad():
-            return float(clf.loss(fast, task.query, task))
-
-    generator = torch.Generator().manual_seed(0)
-    direction = {k: torch.randn(p.shape, generator=generator, dtype=p.dtype) for k, p in params.items()}
-    eps = 1e-5
-    plus = {k: (p + eps * direction[k]).detach() for k, p in params.items()}
-    minus = {k: (p - eps * direction[k]).detach() for k, p in params.items()}
-    numeric = (objective(plus) - objective(minus)) / (2 * eps)
-    analytic = float(sum((grads[k] * direction[k]).sum() for k in params))
-    first_order = float(sum((fo[k] * direction[k]).sum() for k in params))
+    numeric, analytic, first_order = directional_derivatives(alg, clf, task, params, grads, fo)
     assert abs(numeric - analytic) <= 1e-6 * max(1.0, abs(numeric)), (numeric, analytic)
     # The Hessian term is really there: first order is measurably different.
     assert abs(numeric - first_order) > 100 * abs(numeric - analytic)

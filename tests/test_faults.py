@@ -19,22 +19,13 @@ import torch
 from metaprompt.cli import main
 from metaprompt.run.checkpoint import CheckpointError, load_checkpoint, load_init, save_checkpoint, save_init
 from tests.conftest import tiny_overrides
+from tests.tiny import cli_sets
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("keep_torch_threads")  # the CLI sets threads=1
 
-
-def _sets(overrides: list[str]) -> list[str]:
-    out: list[str] = []
-    for item in overrides:
-        out += ["--set", item]
-    return out
 
 
 def _all_finite(tensors: dict[str, torch.Tensor]) -> bool:
@@ -60,7 +51,7 @@ def _metrics(run: Path) -> list[dict]:
 
 def test_nonfinite_loss_stops_naming_step_and_episode(tmp_path, tiny_data, tiny_models, capsys):
     run = tmp_path / "run"
-    sets = _sets(tiny_overrides(tiny_data, tiny_models("bert"), threads=1, **{"meta.inner_lr": 1e30}))
+    sets = cli_sets(tiny_overrides(tiny_data, tiny_models("bert"), threads=1, **{"meta.inner_lr": 1e30}))
     capsys.readouterr()
     assert main(["train", "--out", str(run), *sets]) == 2
     err = capsys.readouterr().err
@@ -72,7 +63,7 @@ def test_nonfinite_loss_stops_naming_step_and_episode(tmp_path, tiny_data, tiny_
 
 def test_nonfinite_loss_skipped_on_request(tmp_path, tiny_data, tiny_models):
     run = tmp_path / "run"
-    sets = _sets(tiny_overrides(tiny_data, tiny_models("bert"), threads=1,
+    sets = cli_sets(tiny_overrides(tiny_data, tiny_models("bert"), threads=1,
                                 **{"meta.inner_lr": 1e30, "train.on_nonfinite": "skip"}))
     assert main(["train", "--out", str(run), *sets]) == 0
     summary = json.loads((run / "train_summary.json").read_text())
@@ -96,7 +87,7 @@ def test_update_that_overflows_stops_before_anything_is_saved(tmp_path, tiny_dat
 
     monkeypatch.setattr(torch.optim.Adam, "step", step)
     run = tmp_path / "run"
-    sets = _sets(tiny_overrides(tiny_data, tiny_models("bert"), threads=1))
+    sets = cli_sets(tiny_overrides(tiny_data, tiny_models("bert"), threads=1))
     assert main(["train", "--out", str(run), *sets]) == 2
     err = capsys.readouterr().err
     assert "the update of outer step 2" in err and "non-finite" in err, err
@@ -136,7 +127,7 @@ def test_disk_full_during_training_keeps_the_last_checkpoint(tmp_path, tiny_data
 
     monkeypatch.setattr(checkpoint_module, "save_file", save_file)
     run = tmp_path / "run"
-    sets = _sets(tiny_overrides(tiny_data, tiny_models("bert"), threads=1, **{"train.episodes": 6,
+    sets = cli_sets(tiny_overrides(tiny_data, tiny_models("bert"), threads=1, **{"train.episodes": 6,
                                                                                "train.val_every": 3}))
     assert main(["train", "--out", str(run), *sets]) == 2
     err = capsys.readouterr().err
@@ -207,14 +198,14 @@ def test_sigkill_at_random_moments_and_inside_checkpoint_writes(tmp_path, tiny_d
     overrides = tiny_overrides(tiny_data, tiny_models("bert"), **{
         "threads": 1, "train.episodes": 40, "train.checkpoint_every": 1, "train.val_every": 8, "train.patience": 0})
     reference, run = tmp_path / "reference", tmp_path / "killed"
-    assert main(["train", "--out", str(reference), *_sets(overrides)]) == 0
+    assert main(["train", "--out", str(reference), *cli_sets(overrides)]) == 0
     ckpt = run / "checkpoint.safetensors"
     resume = ["train", "--resume", str(run)]
 
     # Killed after the n-th checkpoint was written but before it replaced the one before (writes:
     # the step-0 checkpoint taken at once, the one after the first validation, then one per step).
     n = random.Random(0).randint(3, 6)
-    _kill_inside_write("replace", n, ["train", "--out", str(run), *_sets(overrides)])
+    _kill_inside_write("replace", n, ["train", "--out", str(run), *cli_sets(overrides)])
     assert _assert_saved_files_finite(run) == n - 3
     assert list(run.glob(".checkpoint.safetensors.*.tmp")), "the kill should have left the unrenamed new file"
 

@@ -12,6 +12,7 @@ from metaprompt.meta.engines import build_engine
 from metaprompt.model.classifier import Task
 from metaprompt.run.setup import build_setup
 from tests.conftest import tiny_overrides
+from tests.tiny import meta_grad
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -40,12 +41,7 @@ def _ragged_task(setup, buckets, seed=0):
 
 
 def _meta_grad(setup, cfg, task, algorithm, engine="torch_func"):
-    cfg.meta.algorithm = algorithm
-    alg = build_algorithm(cfg.meta, build_engine(engine), setup.classifier)
-    params = setup.classifier.init_params()
-    params.update(alg.extra_params(params))
-    alg.accumulate(params, task, 0, 10)
-    return {k: p.grad.detach().clone() for k, p in params.items() if p.grad is not None}
+    return meta_grad(cfg, setup, task, algorithm, engine, total_steps=10)
 
 
 def _assert_close(a, b, tol=1e-5):

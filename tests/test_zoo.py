@@ -11,14 +11,14 @@ from safetensors.torch import load_file
 
 from metaprompt.config import Config, ConfigError
 from metaprompt.meta.algorithms import build_algorithm
-from metaprompt.meta.engines import attention_for, build_engine
-from metaprompt.model.classifier import PromptClassifier, Task
+from metaprompt.meta.engines import build_engine
+from metaprompt.model.classifier import Task
 from metaprompt.model.template import builtin_templates
 from metaprompt.run.evaluate import evaluate
 from metaprompt.run.export import export_run
-from metaprompt.run.setup import build_setup
 from metaprompt.run.train import train
 from tests.conftest import tiny_overrides
+from tests.tiny import directional_derivatives, meta_grad, setup_and_task
 
 PROMPTS = ("embedding", "ptuning", "prefix", "pool")
 VERBALIZERS = ("label_words", "soft", "proto", "repverb", "hybrid")
@@ -28,15 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _setup(tiny_config, dtype=torch.float32, **overrides):
     cfg = tiny_config(**{**SMALL, **overrides})
-    setup = build_setup(cfg)
-    if dtype != torch.float32:
-        setup.backbone.encoder.to(dtype)
-        old = setup.classifier
-        setup.classifier = PromptClassifier(setup.backbone, setup.template, old.prompt, old.verbalizer,
-                                            learn=cfg.meta.learn, train_backbone=not cfg.model.freeze_backbone,
-                                            seed=cfg.seed)
-    task = setup.task(setup.sampler("train", cfg.seed).episode(0), 0)
-    return cfg, setup, task
+    return (cfg, *setup_and_task(cfg, dtype))
 
 
 def _rel(a, b):
@@ -44,12 +36,7 @@ def _rel(a, b):
 
 
 def _meta_grad(cfg, setup, task, engine, algorithm="maml"):
-    cfg.meta.algorithm = algorithm
-    alg = build_algorithm(cfg.meta, build_engine(engine), setup.classifier)
-    params = setup.classifier.init_params()
-    params.update(alg.extra_params(params))
-    alg.accumulate(params, task, 0, 1)
-    return {k: p.grad.detach().clone() for k, p in params.items() if p.grad is not None}
+    return meta_grad(cfg, setup, task, algorithm, engine)
 
 
 # -- initial prompt vectors ----------------------------------------------------------------------
@@ -321,20 +308,7 @@ def test_second_order_meta_gradient_is_exact_in_both_engines(tiny_config, kind):
     first = _meta_grad(cfg, setup, task, "torch_func", "fomaml")
     alg = build_algorithm(cfg.meta, build_engine("torch_func"), clf)
     params = clf.init_params()
-
-    def objective(values):
-        with attention_for("second_order"), torch.enable_grad():
-            fast = alg.adapt(values, task, "detached")[-1]
-        with torch.no_grad():
-            return float(clf.loss(fast, task.query, task))
-
-    generator = torch.Generator().manual_seed(0)
-    direction = {k: torch.randn(p.shape, generator=generator, dtype=p.dtype) for k, p in params.items()}
-    eps = 1e-5
-    numeric = (objective({k: (p + eps * direction[k]).detach() for k, p in params.items()})
-               - objective({k: (p - eps * direction[k]).detach() for k, p in params.items()})) / (2 * eps)
-    analytic = float(sum((grads[k] * direction[k]).sum() for k in params))
-    first_order = float(sum((first[k] * direction[k]).sum() for k in params))
+    numeric, analytic, first_order = directional_derivatives(alg, clf, task, params, grads, first)
     assert abs(numeric) > 1e-3, numeric  # a real signal (prototype centring keeps the tiny model sensitive)
     assert abs(numeric - analytic) <= 1e-5 * abs(numeric), (numeric, analytic)
     assert abs(numeric - first_order) > 100 * abs(numeric - analytic), (numeric, analytic, first_order)  # Hessian

@@ -102,3 +102,56 @@ def _tiny_bpe_tokenizer(folder: Path):
     tokenizer = RobertaTokenizerFast(vocab=str(raw / "vocab.json"), merges=str(raw / "merges.txt"))
     assert len(tokenizer) > 100, "the BPE vocabulary was not loaded"
     return tokenizer
+
+
+def setup_and_task(cfg, dtype=None):
+    """``build_setup(cfg)`` (the backbone cast to ``dtype`` if given) and the first training task."""
+    from metaprompt.model.classifier import PromptClassifier
+    from metaprompt.run.setup import build_setup
+
+    setup = build_setup(cfg)
+    if dtype is not None and dtype != torch.float32:
+        setup.backbone.encoder.to(dtype)
+        old = setup.classifier
+        setup.classifier = PromptClassifier(setup.backbone, setup.template, old.prompt, old.verbalizer,
+                                            learn=cfg.meta.learn, train_backbone=not cfg.model.freeze_backbone,
+                                            seed=cfg.seed)
+    task = setup.task(setup.sampler("train", cfg.seed).episode(0), 0)
+    return setup, task
+
+
+def meta_grad(cfg, setup, task, algorithm, engine="torch_func", total_steps=1):
+    """The meta-gradient of one task at the init: {name: grad}."""
+    from metaprompt.meta.algorithms import build_algorithm
+    from metaprompt.meta.engines import build_engine
+
+    cfg.meta.algorithm = algorithm
+    alg = build_algorithm(cfg.meta, build_engine(engine), setup.classifier)
+    params = setup.classifier.init_params()
+    params.update(alg.extra_params(params))
+    alg.accumulate(params, task, 0, total_steps)
+    return {k: p.grad.detach().clone() for k, p in params.items() if p.grad is not None}
+
+
+def cli_sets(overrides: list[str]) -> list[str]:
+    """["k=v", ...] -> ["--set", "k=v", ...]"""
+    return [arg for item in overrides for arg in ("--set", item)]
+
+
+def directional_derivatives(alg, clf, task, params, grads: dict, first_order: dict, eps: float = 1e-5):
+    """Along a random direction d: the central finite difference of the query loss after the
+    inner loop, and d·grads, d·first_order (second- and first-order meta-gradients)."""
+    from metaprompt.meta.engines import attention_for
+
+    def objective(values):
+        with attention_for("second_order"), torch.enable_grad():
+            fast = alg.adapt(values, task, "detached")[-1]
+        with torch.no_grad():
+            return float(clf.loss(fast, task.query, task))
+
+    generator = torch.Generator().manual_seed(0)
+    direction = {k: torch.randn(p.shape, generator=generator, dtype=p.dtype) for k, p in params.items()}
+    numeric = (objective({k: (p + eps * direction[k]).detach() for k, p in params.items()})
+               - objective({k: (p - eps * direction[k]).detach() for k, p in params.items()})) / (2 * eps)
+    along = lambda g: float(sum((g[k] * direction[k]).sum() for k in params))  # noqa: E731
+    return numeric, along(grads), along(first_order)

@@ -130,12 +130,7 @@ class SoftVerbalizer(Verbalizer):
     task_keys = frozenset({"class_emb"})
 
     def init_params(self, generator):
-        params = {"log_scale": torch.tensor(math.log(self.cfg.scale))}
-        if self.cfg.learn_transform:
-            hidden = self.backbone.hidden_size
-            params["transform"] = torch.eye(hidden)
-            params["bias"] = torch.zeros(hidden)
-        return params
+        return _scale_and_transform(self)
 
     def task_params(self, params, task):
         return {**params, "class_emb": self.class_label_embeddings(task.classes, params["log_scale"])}
@@ -144,6 +139,17 @@ class SoftVerbalizer(Verbalizer):
         h = _transform(params, h_mask)
         cosine = F.normalize(h, dim=-1) @ F.normalize(params["class_emb"], dim=-1).T
         return params["log_scale"].exp() * cosine
+
+
+def _scale_and_transform(verbalizer: Verbalizer) -> Params:
+    """The meta-learned temperature, and with ``verbalizer.learn_transform`` a linear map of the
+    ``[MASK]`` state that starts as the identity."""
+    params = {"log_scale": torch.tensor(math.log(verbalizer.cfg.scale))}
+    if verbalizer.cfg.learn_transform:
+        hidden = verbalizer.backbone.hidden_size
+        params["transform"] = torch.eye(hidden)
+        params["bias"] = torch.zeros(hidden)
+    return params
 
 
 def _transform(params: Params, h: torch.Tensor) -> torch.Tensor:
@@ -184,12 +190,7 @@ class ProtoVerbalizer(Verbalizer):
     needs_support = True
 
     def init_params(self, generator):
-        params = {"log_scale": torch.tensor(math.log(self.cfg.scale))}
-        if self.cfg.learn_transform:
-            hidden = self.backbone.hidden_size
-            params["transform"] = torch.eye(hidden)
-            params["bias"] = torch.zeros(hidden)
-        return params
+        return _scale_and_transform(self)
 
     def logits(self, params, h_mask, vocab_logits, task, support=None):
         states = _transform(params, _support_states(self, support, task))

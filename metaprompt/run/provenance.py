@@ -51,6 +51,17 @@ def command_line() -> str:
     return " ".join([Path(sys.argv[0]).name] + sys.argv[1:])
 
 
+def proc_status_mb(field: str) -> float:
+    """A memory field of /proc/self/status (``VmRSS``, ``VmHWM``) in MB; NaN where there is none."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return float(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
+
+
 def peak_rss_mb() -> float:
     import resource
 
