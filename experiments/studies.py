@@ -77,7 +77,7 @@ PLAN = {
                          "ptuning_v2"),
         "peft_datasets": ("huffpost",),
         "peft_shots": (1,),
-        "peft_init": "pretrained",  # the baselines as published: adapted from the pretrained init only
+        "peft_init": "both",  # each method adapted from the pretrained init and from its meta-learned init
         "tier": lambda k: 1 if k == 1 else 2,  # main/frozen 5-shot: tier 2
     },
     "paper": {

@@ -224,7 +224,9 @@ def test_study_cells_and_dry_run(capsys, monkeypatch):
             if cell.study == "templates" and cell.action == "train_eval":
                 assert cfg.prompt.template_id in (1, 2)
             if profile == "cpu":
-                assert cfg.eval.episodes >= 600 and cfg.model.name == "minilm-offline", cell.id
+                # the peft cells (9 methods x 2 inits) score the first 100 of the same episodes
+                assert cfg.eval.episodes >= (100 if cell.study == "peft" else 600), cell.id
+                assert cfg.model.name == "minilm-offline", cell.id
             else:
                 assert cfg.eval.episodes == 1000 and cfg.model.name == "bert-base-uncased", cell.id
     env = run_study.default_env()
