@@ -675,9 +675,10 @@ def plot_bars(study: str, entries: list[Entry], out_dir: Path) -> Path | None:
               ("reference (no training)", "reference", "#bbbbbb", "//")]
     series = [s for s in series if any((e.reference if s[1] == "reference" else e.row(s[1])) for e in rows)]
     width = 0.8 / len(series)
-    fig_w = max(6.0, 1.05 * len(rows) + 2.0)
     longest = max(len(line) for label in labels for line in label.split("\n"))
-    rotate = longest * len(rows) > 110
+    per_group = max(1.05, 0.075 * longest)  # inches: an 8-pt character is about 0.07 in wide
+    rotate = per_group * len(rows) + 2.0 > 26  # too wide for level labels: slant them instead
+    fig_w = max(6.0, (1.05 if rotate else per_group) * len(rows) + 2.0)
     fig, ax = plt.subplots(figsize=(min(fig_w, 26), 4.8 + (1.2 if rotate else 0)))
     for j, (name, init, color, hatch) in enumerate(series):
         xs, ys, errs = [], [], []
