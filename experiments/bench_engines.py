@@ -197,6 +197,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "experiments" / "results")
     args = parser.parse_args()
+    sys.path.insert(0, str(ROOT / "experiments"))
+    from run_study import default_env
+
+    os.environ.update(default_env())  # the data beside the checkout (../shared/data), as run_study.py uses it
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     rows = run(args)
     text = table(rows)

@@ -263,6 +263,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "experiments" / "results")
     parser.add_argument("--name", default=None, help="file name stem (default bench_scale_<device>)")
     args = parser.parse_args()
+    sys.path.insert(0, str(ROOT / "experiments"))
+    from run_study import default_env
+
+    os.environ.update(default_env())  # the data beside the checkout (../shared/data), as run_study.py uses it
     cuda = args.device.startswith("cuda")
     args.dtype_first = args.dtype_first or ("bfloat16" if cuda else "float32")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
