@@ -207,6 +207,8 @@ def main() -> None:
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     name = f"bench_engines_{args.device.split(':')[0]}_{args.model}_{args.dtype}"
+    if sorted(args.seq) != [64, 128]:  # a partial grid gets its own file
+        name += "_seq" + "-".join(map(str, args.seq))
     info = provenance()
     header = (f"# Engine benchmark: {args.model}, {args.device} ({info['machine'].get('gpu', 'CPU')}), {args.dtype}\n\n"
               f"5-way 5-shot, 15 queries/class, {args.steps} inner steps, data {args.dataset}; median of "
