@@ -62,6 +62,14 @@ class InnerLoop(ABC):
         autograd graph allows: a copy of a whole backbone per step otherwise)."""
 
 
+def _record(trajectory: list[Params], params: Params, keep_all: bool) -> None:
+    """Append the new fast weights, or (not ``keep_all``) let them replace the previous step's."""
+    if keep_all or len(trajectory) == 1:
+        trajectory.append(params)
+    else:
+        trajectory[-1] = params
+
+
 class TorchFuncLoop(InnerLoop):
     """Stateless forward through ``torch.func.functional_call`` (in the classifier), inner
     gradients by ``torch.autograd.grad`` (with ``create_graph`` for second order).
@@ -101,10 +109,7 @@ class TorchFuncLoop(InnerLoop):
             with torch.no_grad() if mode == "detached" else contextlib.nullcontext():
                 params = {k: _sgd(v, grads[k], lr[k]) for k, v in params.items()}
             del grads
-            if keep_all or len(trajectory) == 1:
-                trajectory.append(params)
-            else:
-                trajectory[-1] = params
+            _record(trajectory, params, keep_all)
         return trajectory
 
 
@@ -140,10 +145,7 @@ class HigherLoop(InnerLoop):
             with attention_for(mode):
                 loss = loss_fn(dict(zip(names, current)), step)
                 current = diffopt.step(loss, params=current, override={"lr": [lr[n] for n in names]})
-            if keep_all or len(trajectory) == 1:
-                trajectory.append(dict(zip(names, current)))
-            else:
-                trajectory[-1] = dict(zip(names, current))
+            _record(trajectory, dict(zip(names, current)), keep_all)
         if mode == "detached":
             trajectory[1:] = [{k: v.detach() for k, v in p.items()} for p in trajectory[1:]]
         return trajectory

@@ -43,20 +43,20 @@ class Batch:
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
 
+    def _map(self, fn) -> "Batch":
+        """A copy with ``fn`` applied to every tensor, the chunks' included."""
+        apply = lambda t: None if t is None else fn(t)  # noqa: E731
+        return Batch(**{name: apply(getattr(self, name)) for name in _TENSORS}, full=self.full,
+                     chunks=None if self.chunks is None else tuple(c._map(fn) for c in self.chunks),
+                     chunk_rows=None if self.chunk_rows is None else tuple(apply(r) for r in self.chunk_rows),
+                     order=apply(self.order))
+
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
-        move = lambda t: None if t is None else t.to(device, non_blocking=non_blocking)  # noqa: E731
-        return Batch(**{name: move(getattr(self, name)) for name in _TENSORS}, full=self.full,
-                     chunks=None if self.chunks is None else tuple(c.to(device, non_blocking) for c in self.chunks),
-                     chunk_rows=None if self.chunk_rows is None else tuple(move(r) for r in self.chunk_rows),
-                     order=move(self.order))
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> "Batch":
         """A copy in page-locked memory (host-to-device copies from it need not wait for the device)."""
-        pin = lambda t: None if t is None else t.pin_memory()  # noqa: E731
-        return Batch(**{name: pin(getattr(self, name)) for name in _TENSORS}, full=self.full,
-                     chunks=None if self.chunks is None else tuple(c.pin_memory() for c in self.chunks),
-                     chunk_rows=None if self.chunk_rows is None else tuple(pin(r) for r in self.chunk_rows),
-                     order=pin(self.order))
+        return self._map(lambda t: t.pin_memory())
 
     def select(self, rows: torch.Tensor | Sequence[int]) -> "Batch":
         """A sub-batch (rows keep their padding, and the sub-batch has no length buckets; used for mini-batches)."""

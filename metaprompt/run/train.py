@@ -352,7 +352,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, setup: Setup | None, group:
                     broken = next(name for name, p in params.items() if not torch.isfinite(p).all())
                     raise TrainingError(
                         f"the update of outer step {state.step + 1} (training episodes "
-                        f"{state.step * cfg.meta.meta_batch}-{index}) made '{broken}' non-finite although the loss "
+                        f"{first}-{index}) made '{broken}' non-finite although the loss "
                         f"and gradient were finite; nothing was saved for this step, and the last checkpoint "
                         f"({run_dir / CHECKPOINT_FILE}, step {saved['step']}) is intact. Lower train.lr, "
                         "or keep train.grad_clip > 0.")
