@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from metaprompt.model.backbone import ARCHITECTURE_FACTS
 from metaprompt.run.export import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, BACKBONE_ADAPTER_DIR, EXPORT_FORMAT, INIT_FILE,
                                    META_FILE, VERBALIZER_FILE, ExportError)
 
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
     from metaprompt.config import Config
     from metaprompt.run.setup import Setup
 
-FACTS = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
 
 
 class LoadError(ExportError):
@@ -284,7 +284,7 @@ def check_base_model(meta: dict[str, Any], model: str, where: str) -> None:
     except (OSError, ValueError, ModelLoadError) as err:
         raise LoadError(f"cannot read the config of model '{model}': {str(err).splitlines()[0]}") from None
     base = meta["base_model"]
-    wrong = [f"{key} {getattr(config, key, None)!r} ≠ {base.get(key)!r}" for key in FACTS
+    wrong = [f"{key} {getattr(config, key, None)!r} ≠ {base.get(key)!r}" for key in ARCHITECTURE_FACTS
              if getattr(config, key, None) != base.get(key)]
     if wrong:
         raise LoadError(f"{where} was exported for base model '{base.get('name')}' and does not fit '{model}': "

@@ -27,6 +27,10 @@ OFFLINE_ALIASES = {
 }
 
 
+# The architecture sizes that say whether an init fits a base model (saved with every init).
+ARCHITECTURE_FACTS = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
+
+
 class ModelLoadError(ValueError):
     """The model name or directory does not give a usable masked-LM backbone."""
 

@@ -15,6 +15,7 @@ from episodes import episodes_sha256, read_episode_file
 from metaprompt.config import Config, DataConfig
 from metaprompt.meta.algorithms import build_algorithm
 from metaprompt.meta.engines import build_engine
+from metaprompt.model.backbone import ARCHITECTURE_FACTS
 from metaprompt.peft import method_label
 from metaprompt.run.adaptation import adapt_and_score
 from metaprompt.run.checkpoint import load_init
@@ -72,8 +73,7 @@ def load_meta_params(run_dir: Path, setup: Setup) -> tuple[dict[str, torch.Tenso
     tensors, info = load_init(path)
     trained, here = info.get("base_model"), setup.backbone.facts()
     if isinstance(trained, dict):  # inits written before base models were recorded: the shape check below
-        facts = ("model_type", "hidden_size", "vocab_size", "num_hidden_layers")
-        differ = [k for k in facts if trained.get(k) != here[k]]
+        differ = [k for k in ARCHITECTURE_FACTS if trained.get(k) != here[k]]
         if differ:
             raise EvalError(
                 f"{path} was meta-trained on base model '{trained.get('name')}' "
