@@ -14,8 +14,9 @@ to ``experiments/results/<profile>/<study>/<cell>/`` and ``metaprompt report`` w
 ``experiments/results/<profile>/report.md`` and its plots. The cells are in
 ``experiments/studies.py``, the configs in ``configs/studies/<profile>/``.
 
-Profiles: ``cpu`` (offline MiniLM, soft / prototype verbalizers, short texts; fits ~4-5 h on 2
-cores) and ``paper`` (bert-base-uncased from the hub, label words, AdamW meta-test adaptation,
+Profiles: ``cpu`` (offline MiniLM, soft / prototype verbalizers, short texts; ``--tier 1``, the
+1-shot cells of every study, fits ~4-5 h on 2 cores, ``--tier 2``, the 5-shot cells of main and
+frozen, ~7 h more) and ``paper`` (bert-base-uncased from the hub, label words, AdamW meta-test adaptation,
 1000 test episodes; for a GPU with internet). A data set that is not available (Amazon is
 not shipped) is skipped with a message.
 """

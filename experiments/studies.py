@@ -58,7 +58,7 @@ DATA_SETTINGS = {
     "paper": {name: [] for name in DATASETS},  # each paper config sets the lengths of its paper
 }
 
-# Per profile: what each study covers (the cpu profile trims to fit ~4-5 h on 2 cores).
+# Per profile: what each study covers (the cpu profile trims: its tier 1 fits ~4-5 h on 2 cores).
 PLAN = {
     "cpu": {
         "main_datasets": ("huffpost", "reuters", "20news", "amazon"),

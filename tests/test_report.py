@@ -44,7 +44,7 @@ def results(dataset: str, k: int, pre: list[float], meta: list[float] | None, *,
         "prompt": prompt, "verbalizer": verbalizer, "trainable_params": 1537,
         "adaptation": {"mode": "sgd", "steps": 5, "lr": 0.1},
         "meta_train_dataset": (trained_on or dataset) if meta is not None else None,
-        "results": rows, "references": refs, "data_sha256": SHA[dataset],
+        "results": rows, "references": refs, "data_sha256": SHA[dataset], "peak_rss_mb": 987.4,
         "provenance": {"command": f"metaprompt eval runs/{dataset}-{k}", "commit": "0123456789abcdef0123",
                        "versions": {"python": "3.11", "torch": "2.13.0"}, "machine": {"cpus": 2}},
         "config": {"label": label, "data": {"dataset": dataset, "k_shot": k},
@@ -62,7 +62,7 @@ def write_run(folder: Path, res: dict, curve: list[float] | None = None) -> Path
         points = [{"step": 50 * i, "episodes": 50 * i, "val_accuracy": v, "val_ci95": 0.03}
                   for i, v in enumerate(curve)]
         (folder / "train_summary.json").write_text(json.dumps({
-            "episodes": 50 * (len(curve) - 1), "train_seconds": 754.0, "best_episodes": 100,
+            "episodes": 50 * (len(curve) - 1), "train_seconds": 754.0, "best_episodes": 100, "peak_rss_mb": 1234.6,
             "validation": points}))
         (folder / "run.json").write_text(json.dumps({"command": f"metaprompt train --out {folder.name}"}))
     return folder
@@ -123,6 +123,8 @@ def test_report_tables_significance_and_plots(tree, tmp_path):
     d = paired({"accuracies_per_episode": tree["meta_h"]}, {"accuracies_per_episode": tree["pre_h"]})
     expected = f"+{100 * d['mean']:.1f} ± {100 * d['ci']:.1f}"
     assert expected in table_row(section(report, "main"), "| huffpost |", "T0")
+    # peak memory of the training process (train_summary.json) and of the evaluation (results.json)
+    assert "| 1,235 / 987 |" in table_row(section(report, "main"), "| huffpost |", "T0")
     # significance wording: a clear win, and a row where the meta-learned init does not win
     assert "**wins**: 95% CIs do not overlap; paired Δ > 0" in report
     assert "does **not** win with non-overlapping 95% CIs (1 of 2 rows)" in report
@@ -140,6 +142,7 @@ def test_report_tables_significance_and_plots(tree, tmp_path):
     assert "**" not in table_row(section(report, "main"), "| reuters | 5-way 1-shot")
     # the pool row borrows the reference of an identical-episode row
     assert "†" in pool_row
+    assert "| – / 987 |" in pool_row  # no train_summary.json beside it
 
     # template robustness and out-of-distribution sections
     assert "**Template robustness**" in report

@@ -364,6 +364,13 @@ def _minutes(seconds: float | None) -> str:
     return f"{seconds / 3600:.2f} h"
 
 
+def _peak_memory(entry: Entry) -> str:
+    """Peak resident memory of the meta-training process and of the evaluation process (MB)."""
+    def mb(value: Any) -> str:
+        return f"{value:,.0f}" if isinstance(value, (int, float)) else "–"
+    return f"{mb((entry.summary or {}).get('peak_rss_mb'))} / {mb(entry.results.get('peak_rss_mb'))}"
+
+
 def _bold_best(rows: list[list[str]], values: list[list[float | None]], columns: Sequence[int],
                groups: list[tuple]) -> None:
     """Bold the best value of each column among rows of the same group (when a group has ≥ 2 rows)."""
@@ -391,7 +398,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 # ---------------------------------------------------------------------------------- sections
 def accuracy_table(entries: list[Entry], keys: Sequence[str] | None = None) -> list[str]:
     header = ["data set", "shot", "config", "pretrained init", "meta-learned init", "Δ meta − pretrained (paired)",
-              "reference (no training)", "trainable params", "meta-training", "s / test episode", "test episodes"]
+              "reference (no training)", "trainable params", "meta-training", "s / test episode",
+              "peak RSS MB (train / test)", "test episodes"]
     rows, values, groups = [], [], []
     for e in entries:
         pre, meta = e.row("pretrained"), e.row("meta")
@@ -413,7 +421,7 @@ def accuracy_table(entries: list[Entry], keys: Sequence[str] | None = None) -> l
                      pct(d["mean"], d["ci"], signed=True) if d else "–", ref_text,
                      f"{e.results.get('trainable_params', 0):,}", train,
                      f"{timing['seconds_per_episode']:.2f}" if timing and "seconds_per_episode" in timing else "–",
-                     str(e.results.get("n_episodes", "?"))])
+                     _peak_memory(e), str(e.results.get("n_episodes", "?"))])
         values.append([None, None, None, pre["accuracy_mean"] if pre else None,
                        meta["accuracy_mean"] if meta else None, d["mean"] if d else None, None])
         groups.append(e.block)
