@@ -19,6 +19,7 @@ from metaprompt.model.backbone import ARCHITECTURE_FACTS
 from metaprompt.peft import method_label
 from metaprompt.run.adaptation import adapt_and_score
 from metaprompt.run.checkpoint import load_init
+from metaprompt.run.eval_progress import PARTIAL_FILE, EpisodeScores, eval_fingerprint
 from metaprompt.run.provenance import git_commit, peak_rss_mb, provenance
 from metaprompt.run.reference import centroid_reference
 from metaprompt.run.setup import Setup, build_setup, fixed_episodes
@@ -53,17 +54,30 @@ def test_episodes(setup: Setup, count: int) -> tuple[dict, list, str]:
     return header, episodes, episodes_sha256(header, episodes)
 
 
-def score_init(setup: Setup, params: dict[str, torch.Tensor], episodes, label: str) -> dict[str, Any]:
+def score_init(setup: Setup, params: dict[str, torch.Tensor], episodes, label: str,
+               scores: EpisodeScores | None = None) -> dict[str, Any]:
+    """Adapt ``params`` on every episode and score its queries; ``scores``: skip the episodes it
+    already holds and record each new one as soon as it is scored."""
     algorithm = build_algorithm(setup.cfg.meta, build_engine(setup.cfg.meta.engine), setup.classifier)
-    accuracies = []
-    started = time.perf_counter()
-    for task in tqdm(setup.tasks(episodes), total=len(episodes), desc=f"eval {label}",
+    done = scores.done(label)[:len(episodes)] if scores is not None else []
+    accuracies, times = [a for a, _ in done], [s for _, s in done]
+    if done:
+        log.info("eval %s: %d of %d episodes already scored (%s), going on from episode %d",
+                 label, len(done), len(episodes), scores.path.name, len(done))
+    remaining = (setup.task(episode, index) for index, episode in enumerate(episodes) if index >= len(done))
+    for task in tqdm(remaining, total=len(episodes), initial=len(done), desc=f"eval {label}",
                      disable=not setup.cfg.log.progress):
-        accuracies.append(adapt_and_score(algorithm, params, task, setup.cfg.eval))
-    seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        accuracy = adapt_and_score(algorithm, params, task, setup.cfg.eval)
+        seconds = time.perf_counter() - started
+        if scores is not None:
+            scores.record(label, task.index, accuracy, seconds)
+        accuracies.append(accuracy)
+        times.append(seconds)
     mean, ci = mean_ci95(accuracies)
     return {"init": label, "accuracy_mean": mean, "accuracy_ci95": ci, "accuracies_per_episode": accuracies,
-            "seconds": seconds, "seconds_per_episode": seconds / len(episodes)}
+            "seconds": sum(times), "seconds_per_episode": sum(times) / len(episodes),
+            "episodes_resumed": len(done)}
 
 
 def load_meta_params(run_dir: Path, setup: Setup) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -109,8 +123,11 @@ def evaluate(run_dir: str | Path, overrides: list[str] = (), episodes: int | Non
     cfg = setup.cfg
     meta_params, info = load_meta_params(run_dir, setup) if "meta" in inits else (None, None)
     header, test, sha = test_episodes(setup, episodes or cfg.eval.episodes)
-    rows = [score_init(setup, setup.classifier.init_params() if init == "pretrained" else meta_params, test, init)
-            for init in inits]
+    # Scores are saved episode by episode: a killed evaluation, run again, goes on where it stopped.
+    scores = EpisodeScores(run_dir / PARTIAL_FILE, eval_fingerprint(
+        cfg.to_dict(), sha, run_dir / BEST_FILE if "meta" in inits else None))
+    rows = [score_init(setup, setup.classifier.init_params() if init == "pretrained" else meta_params, test, init,
+                       scores) for init in inits]
     references = []
     if cfg.eval.reference:
         accs, seconds = centroid_reference(setup, test)
@@ -144,6 +161,7 @@ def evaluate(run_dir: str | Path, overrides: list[str] = (), episodes: int | Non
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(text, encoding="utf-8")
+    scores.remove()
     print(format_table(results))
     return results
 
