@@ -221,9 +221,16 @@ class EvalConfig:
     adamw_batch_size: int = 16
     batch_size: int = 128  # query examples per forward pass
     reference: bool = True  # also score a training-free nearest-centroid reference
+    # Candidates for the backbone's sgd step at meta-test, chosen per init on validation episodes
+    # (a step that suits one init can make another diverge); empty: meta.inner_lr_backbone.
+    select_backbone_lr: list[float] = field(default_factory=list)
+    select_episodes: int = 50  # validation episodes per candidate
 
     def __post_init__(self) -> None:
         _check(self.episodes >= 1, "eval.episodes", f"must be ≥ 1, got {self.episodes}")
+        for lr in self.select_backbone_lr:
+            _positive(lr, "eval.select_backbone_lr")
+        _check(self.select_episodes >= 1, "eval.select_episodes", f"must be ≥ 1, got {self.select_episodes}")
         _choice(self.adapt, "eval.adapt", ADAPT_MODES)
         if self.steps is not None:
             _check(self.steps >= 0, "eval.steps", f"must be ≥ 0, got {self.steps}")
@@ -301,6 +308,13 @@ class Config:
         if self.verbalizer.kind in ("label_words", "hybrid"):
             _check(self.model.mlm_head != "no", "verbalizer.kind",
                    f"'{self.verbalizer.kind}' scores label words with a masked-LM head, but model.mlm_head is 'no'")
+        if self.eval.select_backbone_lr:
+            learned = self.meta.algorithm == "maml++" and self.meta.learn_inner_lr
+            _check(self.eval.adapt == "sgd" and self.eval.lr is None and not learned,
+                   "eval.select_backbone_lr", "chooses the sgd step of the backbone: it needs eval.adapt=sgd, "
+                   "no eval.lr (which sets every step) and no learned steps (maml++ with meta.learn_inner_lr=true)")
+            _check(not (self.model.freeze_backbone and self.peft.method == "none"), "eval.select_backbone_lr",
+                   "has nothing to choose: the backbone is frozen (model.freeze_backbone=true, peft.method=none)")
         from metaprompt.peft import check_config  # the PEFT method against prompt and model settings
 
         check_config(self)

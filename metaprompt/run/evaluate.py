@@ -1,6 +1,7 @@
 """Meta-test: score the pretrained init and the meta-learned init on the same fixed test episodes."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -54,12 +55,41 @@ def test_episodes(setup: Setup, count: int) -> tuple[dict, list, str]:
     return header, episodes, episodes_sha256(header, episodes)
 
 
+def _algorithm(setup: Setup, backbone_lr: float | None = None):
+    meta = setup.cfg.meta if backbone_lr is None else dataclasses.replace(setup.cfg.meta, inner_lr_backbone=backbone_lr)
+    return build_algorithm(meta, build_engine(meta.engine), setup.classifier)
+
+
+def select_backbone_lr(setup: Setup, params: dict[str, torch.Tensor], label: str) -> dict[str, Any] | None:
+    """The candidate of ``eval.select_backbone_lr`` that scores best on validation episodes when
+    ``params`` adapts with it (the first of equal ones); None when no candidates are set."""
+    cfg = setup.cfg
+    candidates = cfg.eval.select_backbone_lr
+    if not candidates:
+        return None
+    _, episodes = fixed_episodes(setup, "val", cfg.eval.select_episodes, cfg.train.val_seed)
+    validation = {}
+    for lr in candidates:
+        algorithm = _algorithm(setup, lr)
+        accuracies = [adapt_and_score(algorithm, params, task, cfg.eval) for task in
+                      tqdm(setup.tasks(episodes), total=len(episodes), desc=f"select {label} backbone step {lr:g}",
+                           disable=not cfg.log.progress)]
+        validation[lr] = mean_ci95(accuracies)[0]
+    best = max(candidates, key=lambda lr: validation[lr])
+    log.info("eval %s: backbone step %g (validation accuracy %s)", label, best,
+             ", ".join(f"{lr:g}: {100 * acc:.1f}%" for lr, acc in validation.items()))
+    return {"inner_lr_backbone": best, "val_episodes": len(episodes),
+            "val_accuracy": {f"{lr:g}": acc for lr, acc in validation.items()}}
+
+
 def score_init(setup: Setup, params: dict[str, torch.Tensor], episodes, label: str,
                scores: EpisodeScores | None = None) -> dict[str, Any]:
     """Adapt ``params`` on every episode and score its queries; ``scores``: skip the episodes it
     already holds and record each new one as soon as it is scored."""
-    algorithm = build_algorithm(setup.cfg.meta, build_engine(setup.cfg.meta.engine), setup.classifier)
-    done = scores.done(label)[:len(episodes)] if scores is not None else []
+    selected = select_backbone_lr(setup, params, label)
+    algorithm = _algorithm(setup, selected and selected["inner_lr_backbone"])
+    key = label if selected is None else f"{label}@inner_lr_backbone={selected['inner_lr_backbone']:g}"
+    done = scores.done(key)[:len(episodes)] if scores is not None else []
     accuracies, times = [a for a, _ in done], [s for _, s in done]
     if done:
         log.info("eval %s: %d of %d episodes already scored (%s), going on from episode %d",
@@ -71,13 +101,13 @@ def score_init(setup: Setup, params: dict[str, torch.Tensor], episodes, label: s
         accuracy = adapt_and_score(algorithm, params, task, setup.cfg.eval)
         seconds = time.perf_counter() - started
         if scores is not None:
-            scores.record(label, task.index, accuracy, seconds)
+            scores.record(key, task.index, accuracy, seconds)
         accuracies.append(accuracy)
         times.append(seconds)
     mean, ci = mean_ci95(accuracies)
     return {"init": label, "accuracy_mean": mean, "accuracy_ci95": ci, "accuracies_per_episode": accuracies,
             "seconds": sum(times), "seconds_per_episode": sum(times) / len(episodes),
-            "episodes_resumed": len(done)}
+            "episodes_resumed": len(done), **({"selected": selected} if selected else {})}
 
 
 def load_meta_params(run_dir: Path, setup: Setup) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
