@@ -17,6 +17,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from episodes.jsonl import file_sha256
+
 PARTIAL_FILE = "results.partial.jsonl"
 # Settings that change how fast an evaluation runs, not what it measures.
 _NOT_SCORED = ("threads", "log")
@@ -25,13 +27,9 @@ log = logging.getLogger(__name__)
 
 def eval_fingerprint(config: dict[str, Any], episodes_sha256: str, init_file: Path | None) -> str:
     scored = {k: v for k, v in config.items() if k not in _NOT_SCORED}
-    digest = hashlib.sha256(json.dumps(scored, sort_keys=True, default=str).encode())
-    digest.update(episodes_sha256.encode())
-    if init_file is not None and init_file.is_file():
-        with open(init_file, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    init = file_sha256(init_file) if init_file is not None and init_file.is_file() else None
+    key = {"config": scored, "episodes_sha256": episodes_sha256, "init_sha256": init}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
 
 
 class EpisodeScores:
