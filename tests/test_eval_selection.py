@@ -67,3 +67,40 @@ def test_selection_refuses_settings_it_cannot_serve(tiny_data, tiny_models, extr
     sets = tiny_overrides(tiny_data, tiny_models("bert"), **{"eval.select_backbone_lr": "0.01,0.03", **extra})
     with pytest.raises(ConfigError, match=message):
         Config.load(None, sets)
+
+
+def test_a_resumed_evaluation_keeps_the_chosen_step(tmp_path, tiny_data, tiny_models, monkeypatch):
+    """Killed after the pretrained init's selection and one test episode, the evaluation goes on
+    with the recorded step: no validation episode of that init is adapted again."""
+    import metaprompt.run.evaluate as evaluation
+
+    run = _trained_run(tmp_path, tiny_data, tiny_models)
+    sets = ["eval.select_backbone_lr=0.002,0.05", "eval.select_episodes=2"]
+    full = evaluation.evaluate(run, sets)
+    val_classes = set(evaluation.build_setup(Config.load(run / "config.yaml")).dataset.splits.val)
+    real, seen = evaluation.adapt_and_score, []
+
+    class Killed(Exception):
+        pass
+
+    def dies_after(limit):
+        def adapt_and_score(algorithm, params, task, cfg):
+            if len(seen) == limit:
+                raise Killed
+            seen.append((algorithm.cfg.inner_lr_backbone, set(task.classes) <= val_classes))
+            return real(algorithm, params, task, cfg)
+        return adapt_and_score
+
+    monkeypatch.setattr(evaluation, "adapt_and_score", dies_after(2 * 2 + 1))  # 2 candidates × 2 val, 1 test
+    with pytest.raises(Killed):
+        evaluation.evaluate(run, sets)
+    seen.clear()
+    monkeypatch.setattr(evaluation, "adapt_and_score", dies_after(99))
+    resumed = evaluation.evaluate(run, sets)
+    step = full["results"][0]["selected"]["inner_lr_backbone"]
+    assert seen[0] == (step, False)  # the pretrained init's second test episode comes first
+    assert sum(validation for _, validation in seen) == 2 * 2  # only the meta-learned init selects
+    assert [r["episodes_resumed"] for r in resumed["results"]] == [1, 0]
+    for a, b in zip(full["results"], resumed["results"]):
+        assert a["selected"] == b["selected"]
+        assert a["accuracies_per_episode"] == b["accuracies_per_episode"]

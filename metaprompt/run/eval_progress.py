@@ -2,7 +2,9 @@
 
 A long evaluation (600 episodes × 2 inits can take two hours on 2 cores) appends one JSON line
 per scored episode to ``results.partial.jsonl`` in the run directory. Run again, it skips the
-episodes already scored and deletes the file once ``results.json`` is written. The first line is
+episodes already scored (and the backbone step ``eval.select_backbone_lr`` chose for each init,
+which would otherwise cost its validation episodes again) and deletes the file once
+``results.json`` is written. The first line is
 a fingerprint of everything that decides a score (the config without thread count and progress
 bars, the test episodes, the bytes of the meta-learned init): a file written for another setting
 is set aside with a warning, never mixed in. Each episode's adaptation is deterministic given
@@ -38,6 +40,7 @@ class EpisodeScores:
     def __init__(self, path: Path, fingerprint: str):
         self.path, self.fingerprint = Path(path), fingerprint
         self._scores: dict[str, list[tuple[float, float]]] = {}
+        self._selected: dict[str, dict[str, Any]] = {}
         if self.path.is_file():
             self._load()
         if not self.path.is_file():
@@ -58,6 +61,9 @@ class EpisodeScores:
         for line in lines[1:]:
             try:
                 row = json.loads(line)
+                if "selected" in row:
+                    self._selected[row["init"]] = dict(row["selected"])
+                    continue
                 init, index, score = row["init"], int(row["episode"]), (float(row["accuracy"]), float(row["seconds"]))
             except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 continue  # a line cut off when the process was killed
@@ -76,6 +82,15 @@ class EpisodeScores:
         done.append((accuracy, seconds))
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"init": init, "episode": index, "accuracy": accuracy, "seconds": seconds}) + "\n")
+
+    def selected(self, init: str) -> dict[str, Any] | None:
+        """The backbone-step choice recorded for ``init`` (see ``record_selected``), or None."""
+        return self._selected.get(init)
+
+    def record_selected(self, init: str, selected: dict[str, Any]) -> None:
+        self._selected[init] = selected
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"init": init, "selected": selected}) + "\n")
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

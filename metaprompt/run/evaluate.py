@@ -86,7 +86,14 @@ def score_init(setup: Setup, params: dict[str, torch.Tensor], episodes, label: s
                scores: EpisodeScores | None = None) -> dict[str, Any]:
     """Adapt ``params`` on every episode and score its queries; ``scores``: skip the episodes it
     already holds and record each new one as soon as it is scored."""
-    selected = select_backbone_lr(setup, params, label)
+    selected = scores.selected(label) if scores is not None else None
+    if selected is not None:
+        log.info("eval %s: backbone step %g, as chosen before the evaluation stopped (%s)",
+                 label, selected["inner_lr_backbone"], scores.path.name)
+    else:
+        selected = select_backbone_lr(setup, params, label)
+        if selected is not None and scores is not None:
+            scores.record_selected(label, selected)
     algorithm = _algorithm(setup, selected and selected["inner_lr_backbone"])
     key = label if selected is None else f"{label}@inner_lr_backbone={selected['inner_lr_backbone']:g}"
     done = scores.done(key)[:len(episodes)] if scores is not None else []
