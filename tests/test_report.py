@@ -242,3 +242,18 @@ def test_study_cells_and_dry_run(capsys, monkeypatch):
     assert "eval experiments/runs/cpu/ood/huffpost-to-reuters-1shot --init meta --set data.dataset=reuters" in out
     assert "estimated time:" in out and "wall with 2 jobs" in out
     del sys.modules["run_study"], sys.modules["studies"]
+
+
+def test_report_names_the_backbone_step_chosen_per_init(tmp_path):
+    from metaprompt.run.report import build_report
+
+    n = 50
+    res = results("reuters", 1, accuracies(0.8, n, 1), accuracies(0.9, n, 2), label="main", freeze=False)
+    for r, step in zip(res["results"], (0.03, 0.01)):
+        r["selected"] = {"inner_lr_backbone": step, "val_episodes": 50, "val_accuracy": {"0.01": 0.7, "0.03": 0.6}}
+    write_run(tmp_path / "results" / "main" / "reuters-1shot", res, curve=[0.6, 0.7])
+    build_report([tmp_path / "results"], tmp_path / "out")
+    report = (tmp_path / "out" / "report.md").read_text()
+    line = table_row(section(report, "main"), "reuters")
+    assert "(step 0.03)" in line.split("|")[4] and "(step 0.01)" in line.split("|")[5]
+    assert "chosen for that init on validation episodes" in section(report, "main")

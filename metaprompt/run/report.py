@@ -396,6 +396,12 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------- sections
+def _step(result: dict[str, Any] | None) -> str:
+    """The meta-test backbone step ``eval.select_backbone_lr`` chose for this init, if any."""
+    selected = (result or {}).get("selected")
+    return f" (step {selected['inner_lr_backbone']:g})" if selected else ""
+
+
 def accuracy_table(entries: list[Entry], keys: Sequence[str] | None = None) -> list[str]:
     header = ["data set", "shot", "config", "pretrained init", "meta-learned init", "Δ meta − pretrained (paired)",
               "reference (no training)", "trainable params", "meta-training", "s / test episode",
@@ -415,9 +421,9 @@ def accuracy_table(entries: list[Entry], keys: Sequence[str] | None = None) -> l
         ref_text = "–" if ref is None else pct(ref["accuracy_mean"], ref.get("accuracy_ci95")) + \
             (" †" if e.reference_from else "")
         rows.append([e.dataset, f"{e.results.get('n_way')}-way {e.k_shot}-shot", config_text(e, keys),
-                     (pct(pre["accuracy_mean"], pre["accuracy_ci95"]) + (" ‡" if e.pretrained_from else ""))
+                     (pct(pre["accuracy_mean"], pre["accuracy_ci95"]) + _step(pre) + (" ‡" if e.pretrained_from else ""))
                      if pre else "–",
-                     pct(meta["accuracy_mean"], meta["accuracy_ci95"]) if meta else "–",
+                     pct(meta["accuracy_mean"], meta["accuracy_ci95"]) + _step(meta) if meta else "–",
                      pct(d["mean"], d["ci"], signed=True) if d else "–", ref_text,
                      f"{e.results.get('trainable_params', 0):,}", train,
                      f"{timing['seconds_per_episode']:.2f}" if timing and "seconds_per_episode" in timing else "–",
@@ -426,7 +432,11 @@ def accuracy_table(entries: list[Entry], keys: Sequence[str] | None = None) -> l
                        meta["accuracy_mean"] if meta else None, d["mean"] if d else None, None])
         groups.append(e.block)
     _bold_best(rows, values, (3, 4, 5), groups)
-    return _table(header, rows)
+    notes = []
+    if any(_step(e.row(init)) for e in entries for init in ("pretrained", "meta")):
+        notes = ["", "(step s): the backbone's SGD step at meta-test, chosen for that init on validation episodes "
+                 "(`eval.select_backbone_lr`); rows without it adapt with `meta.inner_lr_backbone`."]
+    return _table(header, rows) + notes
 
 
 def significance_table(entries: list[Entry], keys: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
