@@ -104,7 +104,9 @@ def estimate(cell: Cell, cells: dict[str, Cell], costs: dict, extra: list[str], 
     cfg = cell_config(cell, cells, extra)
     e = cfg.eval
     inits = 2 if cell.init == "both" else 1
-    seconds = e.episodes * (inits * cost["eval"] + (cost["reference"] if e.reference and reference else 0.0))
+    selection = len(e.select_backbone_lr) * e.select_episodes  # validation episodes per init
+    seconds = inits * (e.episodes + selection) * cost["eval"] + \
+        e.episodes * (cost["reference"] if e.reference and reference else 0.0)
     seconds += cost["setup_s"]
     if cell.action in ("train_eval", "baseline") and cell.init != "pretrained":
         t = cfg.train
