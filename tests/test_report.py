@@ -233,9 +233,9 @@ def test_study_cells_and_dry_run(capsys, monkeypatch):
             else:
                 assert cfg.eval.episodes == 1000 and cfg.model.name == "bert-base-uncased", cell.id
     # the main cells choose each init's backbone step on 2 × 50 validation episodes: estimated too
-    costs, main = run_study.load_costs("cpu"), by_id(build_cells("cpu"))["main/huffpost-1shot"]
+    costs, cells = run_study.load_costs("cpu"), by_id(build_cells("cpu"))
+    main = cells["main/huffpost-1shot"]
     if main.cost_key in costs:
-        cells = by_id(build_cells("cpu"))
         with_selection = run_study.estimate(main, cells, costs, [], 1)[0]
         without = run_study.estimate(main, cells, costs, ["eval.select_backbone_lr=[]"], 1)[0]
         assert with_selection - without == pytest.approx(2 * 2 * 50 * costs[main.cost_key]["eval"])

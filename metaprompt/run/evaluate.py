@@ -94,9 +94,10 @@ def score_init(setup: Setup, params: dict[str, torch.Tensor], episodes, label: s
         selected = select_backbone_lr(setup, params, label)
         if selected is not None and scores is not None:
             scores.record_selected(label, selected)
+    # the scores saved under ``label`` were made with the step recorded before them (the fingerprint
+    # fixes the candidates, and a choice is written before the first score made with it)
     algorithm = _algorithm(setup, selected and selected["inner_lr_backbone"])
-    key = label if selected is None else f"{label}@inner_lr_backbone={selected['inner_lr_backbone']:g}"
-    done = scores.done(key)[:len(episodes)] if scores is not None else []
+    done = scores.done(label)[:len(episodes)] if scores is not None else []
     accuracies, times = [a for a, _ in done], [s for _, s in done]
     if done:
         log.info("eval %s: %d of %d episodes already scored (%s), going on from episode %d",
@@ -108,7 +109,7 @@ def score_init(setup: Setup, params: dict[str, torch.Tensor], episodes, label: s
         accuracy = adapt_and_score(algorithm, params, task, setup.cfg.eval)
         seconds = time.perf_counter() - started
         if scores is not None:
-            scores.record(key, task.index, accuracy, seconds)
+            scores.record(label, task.index, accuracy, seconds)
         accuracies.append(accuracy)
         times.append(seconds)
     mean, ci = mean_ci95(accuracies)
