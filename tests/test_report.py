@@ -264,3 +264,23 @@ def test_report_names_the_backbone_step_chosen_per_init(tmp_path):
     line = table_row(section(report, "main"), "reuters")
     assert "(step 0.03)" in line.split("|")[4] and "(step 0.01)" in line.split("|")[5]
     assert "chosen for that init on validation episodes" in section(report, "main")
+
+
+def test_an_ood_row_borrows_the_pretrained_row_of_a_results_file_older_than_an_eval_option(tmp_path):
+    """A results file written before ``eval.select_backbone_lr`` existed has no such key; a newer
+    file with the option at its default (off) was scored the same way, so it may borrow that row."""
+    from metaprompt.run.report import build_report
+
+    n = 50
+    pre, root = accuracies(0.4, n, 1), tmp_path / "results"
+    write_run(root / "frozen" / "reuters-1shot", results("reuters", 1, pre, accuracies(0.9, n, 2), label="frozen"))
+    for name, candidates in (("huffpost-to-reuters", []), ("selecting", [0.01, 0.03])):
+        ood = results("reuters", 1, pre, accuracies(0.85, n, 3), label="ood", trained_on="huffpost")
+        ood["results"] = [r for r in ood["results"] if r["init"] == "meta"]
+        ood["config"]["eval"] = {"seed": 1234, "select_backbone_lr": candidates, "select_episodes": 50}
+        write_run(root / "ood" / name, ood)
+    build_report([root], tmp_path / "out")
+    provenance = section((tmp_path / "out" / "report.md").read_text(), "Provenance")
+    assert "pretrained init: `frozen/reuters-1shot`" in table_row(provenance, "| ood/huffpost-to-reuters |")
+    # a different eval setting (the selection on) changes the pretrained score: nothing is borrowed
+    assert "pretrained init:" not in table_row(provenance, "| ood/selecting |")

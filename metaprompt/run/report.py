@@ -27,6 +27,7 @@ the validation curve, the meta-training time and the training command. A ``study
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -36,6 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
+from metaprompt.config import EvalConfig
 from metaprompt.run.stats import mean_ci95
 
 REPORT_FILE = "report.md"
@@ -197,11 +199,14 @@ def attach_references(entries: list[Entry]) -> None:
 
 
 def _pretrained_signature(e: Entry) -> str:
-    """Everything the pretrained init's score depends on (not the data the meta-learned init saw)."""
+    """Everything the pretrained init's score depends on (not the data the meta-learned init saw).
+    Eval settings a results file lacks take today's defaults: a file written before an option
+    existed (e.g. ``eval.select_backbone_lr``) was scored as that option's default scores."""
     cfg = e.cfg
     model = {k: (cfg.get("model") or {}).get(k) for k in ("name", "max_length", "freeze_backbone", "mlm_head")}
     meta = {k: (cfg.get("meta") or {}).get(k) for k in ("algorithm", "inner_steps", "inner_lr", "inner_lr_backbone")}
-    evals = {k: v for k, v in (cfg.get("eval") or {}).items() if k not in ("reference", "episodes", "batch_size")}
+    evals = {k: v for k, v in {**dataclasses.asdict(EvalConfig()), **(cfg.get("eval") or {})}.items()
+             if k not in ("reference", "episodes", "batch_size")}
     return json.dumps([e.block, e.results.get("model"), e.results.get("data_sha256"), cfg.get("seed"),
                        (cfg.get("data") or {}).get("max_text_tokens"), cfg.get("prompt"), cfg.get("verbalizer"),
                        cfg.get("peft"), model, meta, evals], sort_keys=True, default=str)
