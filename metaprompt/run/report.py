@@ -27,7 +27,6 @@ the validation curve, the meta-training time and the training command. A ``study
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import re
@@ -37,7 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-from metaprompt.config import EvalConfig
+from metaprompt.config import Config, ConfigError
 from metaprompt.run.stats import mean_ci95
 
 REPORT_FILE = "report.md"
@@ -200,13 +199,16 @@ def attach_references(entries: list[Entry]) -> None:
 
 def _pretrained_signature(e: Entry) -> str:
     """Everything the pretrained init's score depends on (not the data the meta-learned init saw).
-    Eval settings a results file lacks take today's defaults: a file written before an option
-    existed (e.g. ``eval.select_backbone_lr``) was scored as that option's default scores."""
-    cfg = e.cfg
+    The stored config is rebuilt through ``Config`` first, so settings a results file lacks take
+    today's defaults: a file written before an option existed (e.g. ``eval.select_backbone_lr``)
+    was scored as that option's default scores."""
+    try:
+        cfg = Config.from_dict(e.cfg, source="results config").to_dict()
+    except ConfigError:  # a config this version no longer builds: compare it as stored
+        cfg = e.cfg
     model = {k: (cfg.get("model") or {}).get(k) for k in ("name", "max_length", "freeze_backbone", "mlm_head")}
     meta = {k: (cfg.get("meta") or {}).get(k) for k in ("algorithm", "inner_steps", "inner_lr", "inner_lr_backbone")}
-    evals = {k: v for k, v in {**dataclasses.asdict(EvalConfig()), **(cfg.get("eval") or {})}.items()
-             if k not in ("reference", "episodes", "batch_size")}
+    evals = {k: v for k, v in (cfg.get("eval") or {}).items() if k not in ("reference", "episodes", "batch_size")}
     return json.dumps([e.block, e.results.get("model"), e.results.get("data_sha256"), cfg.get("seed"),
                        (cfg.get("data") or {}).get("max_text_tokens"), cfg.get("prompt"), cfg.get("verbalizer"),
                        cfg.get("peft"), model, meta, evals], sort_keys=True, default=str)
@@ -216,13 +218,13 @@ def attach_pretrained(entries: list[Entry]) -> None:
     """An entry that scored only its meta-learned init (``metaprompt eval --init meta``, e.g. an
     init evaluated on another data set) borrows the pretrained-init row of an entry with the
     same config on the same episodes: that row does not depend on what was meta-learned."""
+    signatures = {id(e): _pretrained_signature(e) for e in entries if e.cfg}
     for e in entries:
         if e.row("pretrained") is not None or e.row("meta") is None or not e.cfg:
             continue
-        signature = _pretrained_signature(e)
         donor = next((d for d in entries if d is not e and not d.pretrained_from and d.cfg
                       and any(r.get("init") == "pretrained" for r in d.results.get("results", []))
-                      and _pretrained_signature(d) == signature), None)
+                      and signatures[id(d)] == signatures[id(e)]), None)
         if donor is not None:
             e.borrowed["pretrained"] = donor.row("pretrained")
             e.pretrained_from = f"{donor.study}/{donor.cell}"
