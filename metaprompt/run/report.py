@@ -65,14 +65,11 @@ class Entry:
     reference_from: str | None = None  # cell whose identical reference row is borrowed
     pretrained_from: str | None = None  # cell whose identical pretrained-init row is borrowed
     borrowed: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cfg: dict[str, Any] = field(default_factory=dict)  # the run's config, see effective_config
 
     def row(self, init: str) -> dict[str, Any] | None:
         own = next((r for r in self.results.get("results", []) if r.get("init") == init), None)
         return own if own is not None else self.borrowed.get(init)
-
-    @property
-    def cfg(self) -> dict[str, Any]:
-        return self.results.get("config") or {}
 
     @property
     def dataset(self) -> str:
@@ -156,6 +153,21 @@ def _curve(folder: Path, summary: dict[str, Any] | None) -> list[dict[str, Any]]
     return points
 
 
+def effective_config(results: dict[str, Any]) -> dict[str, Any]:
+    """The config stored in a results file, rebuilt through ``Config`` so that settings the file
+    lacks take today's defaults: a file written before an option existed (e.g.
+    ``eval.select_backbone_lr``) was scored as that option's default scores, and every comparison
+    and description in the report should see it so. A config this version no longer builds is
+    used as stored, and a file without one gets none (it is matched with nothing)."""
+    stored = results.get("config") or {}
+    if not stored:
+        return {}
+    try:
+        return Config.from_dict(stored, source="results config").to_dict()
+    except ConfigError:
+        return stored
+
+
 def load_entry(path: Path, root: Path) -> Entry:
     results = _read_json(path)
     folder = path.parent
@@ -172,7 +184,7 @@ def load_entry(path: Path, root: Path) -> Entry:
             parts = ()
         label = parts[0] if len(parts) >= 2 else ""
     curve = _curve(folder, summary) if path.name == "results.json" or summary else []
-    return Entry(path, results, label or "runs", cell, summary, run_info, curve)
+    return Entry(path, results, label or "runs", cell, summary, run_info, curve, cfg=effective_config(results))
 
 
 def _same_reference_inputs(a: Entry, b: Entry) -> bool:
@@ -198,14 +210,8 @@ def attach_references(entries: list[Entry]) -> None:
 
 
 def _pretrained_signature(e: Entry) -> str:
-    """Everything the pretrained init's score depends on (not the data the meta-learned init saw).
-    The stored config is rebuilt through ``Config`` first, so settings a results file lacks take
-    today's defaults: a file written before an option existed (e.g. ``eval.select_backbone_lr``)
-    was scored as that option's default scores."""
-    try:
-        cfg = Config.from_dict(e.cfg, source="results config").to_dict()
-    except ConfigError:  # a config this version no longer builds: compare it as stored
-        cfg = e.cfg
+    """Everything the pretrained init's score depends on (not the data the meta-learned init saw)."""
+    cfg = e.cfg
     model = {k: (cfg.get("model") or {}).get(k) for k in ("name", "max_length", "freeze_backbone", "mlm_head")}
     meta = {k: (cfg.get("meta") or {}).get(k) for k in ("algorithm", "inner_steps", "inner_lr", "inner_lr_backbone")}
     evals = {k: v for k, v in (cfg.get("eval") or {}).items() if k not in ("reference", "episodes", "batch_size")}
