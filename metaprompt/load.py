@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from metaprompt.compat import PEFT_PROMPT_KEY
 from metaprompt.model.backbone import ARCHITECTURE_FACTS
 from metaprompt.run.export import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, BACKBONE_ADAPTER_DIR, EXPORT_FORMAT, INIT_FILE,
                                    META_FILE, VERBALIZER_FILE, ExportError)
@@ -259,9 +260,9 @@ def _check_peft_files(path: Path, meta: dict[str, Any]) -> None:
         if config["peft_type"] in ("PROMPT_TUNING", "PREFIX_TUNING"):
             layers = 2 * base["num_hidden_layers"] if config["peft_type"] == "PREFIX_TUNING" else 1
             width = base["hidden_size"] * layers
-            got = shapes.get("prompt_embeddings")
+            got = shapes.get(PEFT_PROMPT_KEY)
             if got != (config.get("num_virtual_tokens"), width):
-                raise LoadError(f"{folder / ADAPTER_WEIGHTS}: prompt_embeddings is {got}, expected "
+                raise LoadError(f"{folder / ADAPTER_WEIGHTS}: {PEFT_PROMPT_KEY} is {got}, expected "
                                 f"({config.get('num_virtual_tokens')}, {width}) for '{base['name']}'")
     _check_safetensors(path / VERBALIZER_FILE)
     if peft.get("base_model_dir"):

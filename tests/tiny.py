@@ -99,7 +99,11 @@ def _tiny_bpe_tokenizer(folder: Path):
     raw = folder / "bpe"
     raw.mkdir(parents=True, exist_ok=True)
     bpe.save_model(str(raw))
-    tokenizer = RobertaTokenizerFast(vocab=str(raw / "vocab.json"), merges=str(raw / "merges.txt"))
+    # The vocabulary and merges as objects: transformers 5.0 takes no file paths here, later 5.x both.
+    vocab = json.loads((raw / "vocab.json").read_text(encoding="utf-8"))
+    merges = [tuple(line.split()) for line in (raw / "merges.txt").read_text(encoding="utf-8").splitlines()
+              if line and not line.startswith("#")]
+    tokenizer = RobertaTokenizerFast(vocab=vocab, merges=merges)
     assert len(tokenizer) > 100, "the BPE vocabulary was not loaded"
     return tokenizer
 

@@ -45,9 +45,9 @@ def attention_for(mode: str):
     if mode != "second_order":
         yield
         return
-    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from metaprompt.compat import math_attention
 
-    with sdpa_kernel(SDPBackend.MATH):
+    with math_attention():
         yield
 
 

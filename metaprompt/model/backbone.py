@@ -7,16 +7,15 @@ hidden state at ``[MASK]``, and the MLM head applied at ``[MASK]`` only), so tha
 """
 from __future__ import annotations
 
-import contextlib
 import importlib
-import inspect
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
+
+from metaprompt import compat
 
 log = logging.getLogger(__name__)
 
@@ -48,22 +47,6 @@ def resolve_model_path(name: str) -> str:
             ) from None
         return str(package.get_model_path())
     return name
-
-
-def _mlm_head(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """The MLM head as a function of hidden states, for the families we know; None if absent.
-
-    BERT keeps it in ``cls``, RoBERTa-like models in ``lm_head``, DistilBERT in four loose
-    modules. Applying it to the ``[MASK]`` states only avoids vocabulary-sized logits at
-    every position.
-    """
-    if hasattr(model, "cls") and isinstance(model.cls, nn.Module):
-        return model.cls
-    if hasattr(model, "lm_head") and isinstance(model.lm_head, nn.Module):
-        return model.lm_head
-    if all(hasattr(model, n) for n in ("vocab_transform", "activation", "vocab_layer_norm", "vocab_projector")):
-        return lambda h: model.vocab_projector(model.vocab_layer_norm(model.activation(model.vocab_transform(h))))
-    return None
 
 
 class MaskedEncoder(nn.Module):
@@ -123,7 +106,7 @@ class MaskedEncoder(nn.Module):
         h_mask = hidden_states[rows, mask_positions]
         if not want_vocab:
             return h_mask, None
-        head = _mlm_head(self.model)
+        head = compat.mlm_head(self.model)
         if head is None or not self.has_mlm_head:
             raise ModelLoadError("this backbone has no masked-LM head; use a hidden-state verbalizer")
         return h_mask, head(h_mask)
@@ -146,7 +129,7 @@ class MaskedEncoder(nn.Module):
         mask, eager attention an additive one; a padded and an unpadded toy batch are compared
         with the 2-D path. Anything else (another attention kernel, a family that builds its
         masks differently) keeps the 2-D mask."""
-        kind = {"sdpa": "bool", "eager": "additive"}.get(getattr(self.model.config, "_attn_implementation", None))
+        kind = {"sdpa": "bool", "eager": "additive"}.get(compat.attention_implementation(self.model))
         self.mask_format = None
         if kind is None:
             return None
@@ -184,107 +167,70 @@ class MaskedEncoder(nn.Module):
         recomputed activations, so there it saves little. Inside ``torch.func`` transforms
         (``TorchFuncLoop(grad_transform=True)``) a block runs without checkpointing, since
         ``torch.func`` does not support the saved-tensor hooks it relies on."""
-        from transformers.modeling_layers import GradientCheckpointingLayer
-
-        blocks = [m for m in self.model.modules() if isinstance(m, GradientCheckpointingLayer)]
-        inner = {id(sub) for m in blocks for sub in m.modules() if sub is not m}
-        blocks = [m for m in blocks if id(m) not in inner]
+        blocks = compat.transformer_blocks(self.model)
         if not blocks:
             model_type = getattr(self.model.config, "model_type", "?")
             raise ModelLoadError(f"model.gradient_checkpointing: cannot find the transformer blocks of model type "
                                  f"'{model_type}'; switch it off")
         for block in blocks:
             if not getattr(block, "_metaprompt_checkpointed", False):
-                block.forward = _checkpointed_forward(block, block.forward)
+                block.forward = compat.checkpointed_forward(block, block.forward)
                 block._metaprompt_checkpointed = True
         self.checkpointed_blocks = len(blocks)
         return len(blocks)
 
     # -- deep prompts (prefix tuning) --------------------------------------------------------------
     def check_prefix_support(self) -> None:
-        """Raise :class:`ModelLoadError` unless the encoder takes per-layer key/value prefixes."""
+        """Raise :class:`ModelLoadError` unless the encoder takes per-layer key/value prefixes.
+
+        Decided by behaviour (:func:`metaprompt.compat.find_cache_argument`): the encoder must
+        fill a key/value cache it is given, under whatever name its transformers release uses.
+        ``PrefixPrompt`` then checks that a hidden prefix changes nothing and a shown one does."""
         model_type = getattr(self.model.config, "model_type", "?")
-        accepts = "past_key_values" in inspect.signature(self.encoder.forward).parameters
-        if not accepts or getattr(self.model.config, "is_decoder", False):
+        if getattr(self.model.config, "is_decoder", False):
+            raise ModelLoadError(f"prompt.kind=prefix needs a bidirectional encoder, and model type '{model_type}' "
+                                 "is configured as a decoder; use prompt.kind=embedding, ptuning or pool")
+        if self.cache_argument is None:
             raise ModelLoadError(
-                f"prompt.kind=prefix feeds key/value prefixes to every layer as past_key_values, and model "
-                f"type '{model_type}' does not accept them (BERT-, RoBERTa- and ELECTRA-style encoders do); "
+                f"prompt.kind=prefix feeds key/value prefixes to every layer through the encoder's key/value "
+                f"cache, and model type '{model_type}' takes no such cache (DistilBERT-style encoders do not); "
                 "use prompt.kind=embedding, ptuning or pool with this model")
+
+    @property
+    def cache_argument(self) -> str | None:
+        """The keyword the encoder takes a key/value cache under (probed once; None: none)."""
+        if not hasattr(self, "_cache_argument"):
+            self._cache_argument = compat.find_cache_argument(self.encoder)
+        return self._cache_argument
+
+    @property
+    def first_position(self) -> int:
+        """The position id of a sequence's first token (0, or after the padding index; probed once)."""
+        if not hasattr(self, "_first_position"):
+            self._first_position = compat.first_position(self.encoder)
+        return self._first_position
 
     def prefix_inputs(self, prefix: torch.Tensor, attention_mask: torch.Tensor, mask_value: int = 1) -> dict:
         """Encoder keyword arguments that put ``prefix`` ([layers, 2, P, H]) in front of every layer.
 
-        The prefix goes in as a fresh ``DynamicCache`` (a layer's attention appends the tokens'
+        The prefix goes in as a fresh key/value cache (a layer's attention appends the tokens'
         keys and values to it, so it is never reused), the attention mask grows by ``P`` columns
         of ``mask_value`` on the left, and the tokens keep the positions they have without a
         prefix (BERT would otherwise start them at ``P``).
         """
-        from transformers import DynamicCache
-
+        self.check_prefix_support()
         cfg = self.model.config
         layers, _, length, hidden = prefix.shape
         heads = cfg.num_attention_heads
-        batch = attention_mask.shape[0]
+        batch, seq = attention_mask.shape
         kv = prefix.view(layers, 2, 1, length, heads, hidden // heads).transpose(3, 4)
         kv = kv.expand(layers, 2, batch, heads, length, hidden // heads)
-        cache = DynamicCache(ddp_cache_data=[(kv[i, 0], kv[i, 1]) for i in range(layers)])
+        cache = compat.new_cache((kv[i, 0], kv[i, 1]) for i in range(layers))
         pad = torch.full((batch, length), mask_value, dtype=attention_mask.dtype, device=attention_mask.device)
-        out = {"past_key_values": cache, "attention_mask": torch.cat([pad, attention_mask], dim=1)}
-        if getattr(cfg, "model_type", "") not in _PADDING_OFFSET_POSITIONS:
-            seq = attention_mask.shape[1]
-            out["position_ids"] = torch.arange(seq, device=attention_mask.device).unsqueeze(0).expand(batch, seq)
-        return out
-
-
-def _in_functorch_transform() -> bool:
-    return torch._C._functorch.peek_interpreter_stack() is not None
-
-
-class _Reentering:
-    """A context manager that can be entered again and again: it enters fresh contexts from
-    ``make()`` each time."""
-
-    def __init__(self, make: Callable[[], tuple]):
-        self.make = make
-        self.stacks: list[contextlib.ExitStack] = []
-
-    def __enter__(self):
-        stack = contextlib.ExitStack()
-        for context in self.make():
-            stack.enter_context(context)
-        self.stacks.append(stack)
-        return self
-
-    def __exit__(self, *exc):
-        return self.stacks.pop().__exit__(*exc)
-
-
-def _checkpointed_forward(block: nn.Module, forward: Callable) -> Callable:
-    """``block.forward`` under non-reentrant checkpointing (see :meth:`MaskedEncoder.enable_checkpointing`)."""
-    from torch.nn.attention import _cur_sdpa_kernel_backends, sdpa_kernel
-    from torch.nn.utils.stateless import _reparametrize_module
-    from torch.utils.checkpoint import checkpoint
-
-    def run(*args, **kwargs):
-        if not torch.is_grad_enabled() or _in_functorch_transform() or kwargs.get("past_key_values") is not None:
-            return forward(*args, **kwargs)
-        # The tensors the block runs with now: under functional_call these are the passed (fast)
-        # weights, which are gone from the module by the time backward recomputes the block.
-        weights = {**dict(block.named_parameters()), **dict(block.named_buffers())}
-        backends = _cur_sdpa_kernel_backends()  # e.g. the math kernel of a second-order inner step
-
-        def contexts():  # a recomputation can run more than once (double backward): reusable contexts
-            return contextlib.nullcontext(), _Reentering(lambda: (sdpa_kernel(backends),
-                                                                  _reparametrize_module(block, weights)))
-
-        return checkpoint(forward, *args, use_reentrant=False, preserve_rng_state=False, context_fn=contexts,
-                          **kwargs)
-
-    return run
-
-
-# Families whose position ids, computed from ``inputs_embeds``, ignore the cache length already.
-_PADDING_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "roberta-prelayernorm", "xmod", "data2vec-text")
+        start = self.first_position
+        positions = torch.arange(start, start + seq, device=attention_mask.device).unsqueeze(0).expand(batch, seq)
+        return {self.cache_argument: cache, "attention_mask": torch.cat([pad, attention_mask], dim=1),
+                "position_ids": positions}
 
 
 @dataclass
@@ -318,12 +264,8 @@ class Backbone:
 
     @property
     def max_positions(self) -> int:
-        cfg = self.config
-        limit = getattr(cfg, "max_position_embeddings", 512)
-        # RoBERTa-style position ids start after the padding index.
-        if getattr(cfg, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
-            limit -= (cfg.pad_token_id or 0) + 1
-        return int(limit)
+        """How many tokens the model reads (RoBERTa-style position ids start after the padding index)."""
+        return compat.max_positions(self.config, self.encoder.first_position)
 
 
 def _declares_mlm_head(config) -> bool:
@@ -386,7 +328,7 @@ def load_backbone(
         raise ModelLoadError(f"cannot load model '{name}': {message}") from None
     if tokenizer.mask_token_id is None:
         raise ModelLoadError(f"the tokenizer of '{name}' has no mask token; a masked LM is needed")
-    if use_head and _mlm_head(model) is None:
+    if use_head and compat.mlm_head(model) is None:
         raise ModelLoadError(f"model type '{config.model_type}' has an MLM head metaprompt does not know how to apply")
     model.eval()
     for p in model.parameters():

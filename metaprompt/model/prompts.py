@@ -193,7 +193,7 @@ class PrefixPrompt(PromptEncoder):
     ``prompt.prefix_projection=true``, ``embeds`` [L, H] (``prompt.init``) go through an MLP
     H → ``prompt.hidden_size`` (tanh) → layers·2·H, as in the two papers.
 
-    Prefixes reach the backbone as ``past_key_values`` (see ``MaskedEncoder.prefix_inputs``);
+    Prefixes reach the backbone as its key/value cache (see ``MaskedEncoder.prefix_inputs``);
     families that cannot take them (DistilBERT) raise a clear error when the encoder is built.
     The template's ``[P]`` slots stay empty: deep prompts take no input positions, so a
     template with or without ``[P]`` works (a ``[P]`` marker then adds nothing).
@@ -247,18 +247,18 @@ class PrefixPrompt(PromptEncoder):
     @torch.no_grad()
     def _activations(self, vectors: torch.Tensor) -> torch.Tensor:
         """Keys and values of the frozen backbone for ``vectors`` read as a text: [layers, 2, L, H]."""
-        from transformers import DynamicCache
+        from metaprompt.compat import cache_pairs, new_cache
 
         encoder = self.backbone.encoder
         device = next(encoder.parameters()).device
-        cache = DynamicCache()  # an encoder's attention appends its keys/values to a cache it is given
+        cache = new_cache()  # an encoder's attention appends its keys/values to a cache it is given
         embeds = vectors.unsqueeze(0).to(device)
         mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=device)
-        encoder.encoder(inputs_embeds=embeds, attention_mask=mask, past_key_values=cache)
+        encoder.encoder(inputs_embeds=embeds, attention_mask=mask, **{encoder.cache_argument: cache})
         out = []
-        for layer in cache.layers:
+        for keys, values in cache_pairs(cache):
             # [1, heads, L, head_dim] → [L, H]
-            k, v = (t[0].transpose(0, 1).reshape(vectors.shape[0], self.hidden) for t in (layer.keys, layer.values))
+            k, v = (t[0].transpose(0, 1).reshape(vectors.shape[0], self.hidden) for t in (keys, values))
             out.append(torch.stack([k, v]))
         if len(out) != self.layers:
             raise RuntimeError("could not read the backbone's keys and values for the prefix init")

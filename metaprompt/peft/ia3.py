@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from metaprompt.compat import peft_tensor_filter
 from metaprompt.config import PeftConfig
 from metaprompt.peft.base import Method, check, check_names
 from metaprompt.peft.lora import inject
@@ -40,7 +41,7 @@ def apply(backbone, settings: IA3Settings, seed: int):
     else:
         config = IA3Config()  # peft fills both lists for the model type
     inject(backbone, config, seed, "peft.ia3_targets")
-    return lambda name: ".ia3_l." in name
+    return peft_tensor_filter("ia3")
 
 
 METHOD = Method(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from metaprompt.compat import peft_tensor_filter
 from metaprompt.config import ConfigError, PeftConfig
 from metaprompt.peft.base import Method, check, check_names, freeze, seeded
 
@@ -55,7 +56,7 @@ def apply(backbone, settings: LoraSettings, seed: int):
     config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=0.0,
                         target_modules=settings.targets or None, bias="none")
     inject(backbone, config, seed, "peft.lora_targets")
-    return lambda name: ".lora_A." in name or ".lora_B." in name
+    return peft_tensor_filter("lora")
 
 
 METHOD = Method(

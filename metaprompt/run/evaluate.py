@@ -21,11 +21,11 @@ from metaprompt.peft import method_label
 from metaprompt.run.adaptation import adapt_and_score
 from metaprompt.run.checkpoint import load_init
 from metaprompt.run.eval_progress import PARTIAL_FILE, EpisodeScores, eval_fingerprint
-from metaprompt.run.provenance import git_commit, peak_rss_mb, provenance
+from metaprompt.run.provenance import drift_message, git_commit, peak_rss_mb, provenance, version_drift
 from metaprompt.run.reference import centroid_reference
 from metaprompt.run.setup import Setup, build_setup, fixed_episodes
 from metaprompt.run.stats import fmt_pct, mean_ci95
-from metaprompt.run.train import BEST_FILE, CONFIG_FILE
+from metaprompt.run.train import BEST_FILE, CONFIG_FILE, RUN_FILE
 
 RESULTS_FILE = "results.json"
 log = logging.getLogger(__name__)
@@ -146,6 +146,18 @@ def load_meta_params(run_dir: Path, setup: Setup) -> tuple[dict[str, torch.Tenso
     return {k: v.to(setup.device) for k, v in tensors.items()}, info
 
 
+def _trained_versions_drift(run_dir: Path) -> dict[str, tuple[str, str]]:
+    """The numeric packages whose versions differ from the training run's (``run.json``); warned."""
+    try:
+        trained = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8")).get("versions")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    drift = version_drift(trained)
+    if drift:
+        log.warning(drift_message(f"the run in {run_dir}", drift, "this evaluation"))
+    return drift
+
+
 def evaluate(run_dir: str | Path, overrides: list[str] = (), episodes: int | None = None,
              json_path: str | Path | None = None, inits: tuple[str, ...] = ("pretrained", "meta"),
              setup: Setup | None = None) -> dict[str, Any]:
@@ -159,6 +171,7 @@ def evaluate(run_dir: str | Path, overrides: list[str] = (), episodes: int | Non
     if setup is None:
         setup = build_setup(Config.load(run_dir / CONFIG_FILE, list(overrides) + extra))
     cfg = setup.cfg
+    drift = _trained_versions_drift(run_dir)
     meta_params, info = load_meta_params(run_dir, setup) if "meta" in inits else (None, None)
     header, test, sha = test_episodes(setup, episodes or cfg.eval.episodes)
     # Scores are saved episode by episode: a killed evaluation, run again, goes on where it stopped.
@@ -193,6 +206,7 @@ def evaluate(run_dir: str | Path, overrides: list[str] = (), episodes: int | Non
         "results": rows, "references": references,
         "data_sha256": setup.dataset.sha256, "peak_rss_mb": peak_rss_mb(),
         "provenance": provenance(), "config": cfg.to_dict(),
+        "version_drift": {name: {"trained": old, "evaluated": new} for name, (old, new) in drift.items()},
     }
     text = json.dumps(results, indent=2)
     (run_dir / RESULTS_FILE).write_text(text, encoding="utf-8")

@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 
+from metaprompt import compat
 from metaprompt.config import Config
 from metaprompt.run.checkpoint import CheckpointError, load_init, save_init
 from metaprompt.run.provenance import git_commit
@@ -348,10 +349,11 @@ def _save_backbone_adapter(path: Path, setup, backbone: dict[str, torch.Tensor])
     """LoRA / IA3: a peft model around a fresh base model, our tensors copied in by name, saved by peft."""
     config = _backbone_peft_config(setup.cfg)
     model = _peft_model(setup, config)
-    own = {n: p for n, p in model.named_parameters() if ".lora_" in n or ".ia3_" in n}
+    own = compat.peft_adapter_tensors(model)
     mapped = {}
     for name, value in backbone.items():
-        target = "base_model." + name  # backbone.model.<path> ↔ base_model.model.<path>
+        # the classifier's backbone tensors are named model.<path> (MaskedEncoder.model)
+        target = compat.peft_model_name(name.removeprefix("model."))
         if target not in own:
             raise ExportError(f"the meta-learned tensor 'backbone.{name}' has no counterpart in peft's "
                               f"{config.peft_type.value} model ({target}); peft's naming changed?")
@@ -410,12 +412,11 @@ def _save_prompt_adapter(out: Path, setup, tensors: dict[str, torch.Tensor], usa
                 "reparameterisation": "the LSTM/MLP prompt encoder is folded: its output is exported"
                 if cfg.prompt.kind == "ptuning" else None}
     model = _peft_model(setup, config)
-    encoder = model.prompt_encoder["default"]
-    if tuple(encoder.embedding.weight.shape) != tuple(weight.shape):
-        raise ExportError(f"peft's prompt encoder holds {tuple(encoder.embedding.weight.shape)}, the prompt is "
-                          f"{tuple(weight.shape)}")
+    table = compat.peft_prompt_table(model)
+    if tuple(table.shape) != tuple(weight.shape):
+        raise ExportError(f"peft's prompt encoder holds {tuple(table.shape)}, the prompt is {tuple(weight.shape)}")
     with torch.no_grad():
-        encoder.embedding.weight.copy_(weight)
+        table.copy_(weight)
     model.save_pretrained(str(out), safe_serialization=True)
     (out / CARD_FILE).unlink(missing_ok=True)
     return info
@@ -423,12 +424,7 @@ def _save_prompt_adapter(out: Path, setup, tensors: dict[str, torch.Tensor], usa
 
 def _prefix_positions(setup, length: int) -> dict[str, Any]:
     """metaprompt keeps the tokens' positions under a prefix; peft adds the prefix length to given ids."""
-    from metaprompt.model.backbone import _PADDING_OFFSET_POSITIONS
-
-    config = setup.backbone.config
-    start = 0
-    if getattr(config, "model_type", "") in _PADDING_OFFSET_POSITIONS:
-        start = int(config.pad_token_id or 0) + 1  # RoBERTa-style ids start after the padding index
+    start = setup.backbone.encoder.first_position  # RoBERTa-style ids start after the padding index
     return {"start": start - length,
             "rule": f"pass position_ids = {start - length} + arange(sequence length) for every row: peft adds "
                     f"num_virtual_tokens ({length}) to given position ids, so the tokens get {start}, {start + 1}, "

@@ -35,6 +35,27 @@ def versions() -> dict[str, str]:
     return out
 
 
+#: The packages whose version changes what a model computes: a run read with others may score differently.
+NUMERIC_PACKAGES = ("torch", "transformers", "peft")
+
+
+def version_drift(recorded: dict | None, current: dict | None = None) -> dict[str, tuple[str, str]]:
+    """``{package: (recorded, current)}`` for the :data:`NUMERIC_PACKAGES` whose versions differ.
+
+    ``recorded``: the ``versions`` a run or results file names; ``current``: this process's
+    versions by default. A package is compared only where both name it."""
+    recorded = recorded or {}
+    current = versions() if current is None else current
+    return {name: (str(recorded[name]), str(current[name])) for name in NUMERIC_PACKAGES
+            if name in recorded and name in current and str(recorded[name]) != str(current[name])}
+
+
+def drift_message(what: str, drift: dict[str, tuple[str, str]], now: str = "this process") -> str:
+    """One line saying which versions ``what`` was made with and which ``now`` has."""
+    changes = ", ".join(f"{name} {old} (now {new})" for name, (old, new) in sorted(drift.items()))
+    return f"{what} was made with {changes}: {now} runs other versions, so scores may differ slightly"
+
+
 def machine() -> dict[str, object]:
     import os
 

@@ -28,6 +28,7 @@ the validation curve, the meta-training time and the training command. A ``study
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import statistics
@@ -37,12 +38,15 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from metaprompt.config import Config, ConfigError
+from metaprompt.run.provenance import drift_message, version_drift
 from metaprompt.run.stats import mean_ci95
 
 REPORT_FILE = "report.md"
 DATASET_ORDER = ("huffpost", "amazon", "reuters", "20news")
 STUDY_ORDER = ("main", "frozen", "ood", "templates", "peft")  # the studies of experiments/run_study.py first
 SKIP_DIRS = {".git", ".venv", "__pycache__", "wandb", "export"}
+
+log = logging.getLogger(__name__)
 
 
 class ReportError(ValueError):
@@ -184,6 +188,9 @@ def load_entry(path: Path, root: Path) -> Entry:
             parts = ()
         label = parts[0] if len(parts) >= 2 else ""
     curve = _curve(folder, summary) if path.name == "results.json" or summary else []
+    drift = version_drift((run_info or {}).get("versions"), (results.get("provenance") or {}).get("versions") or {})
+    if drift:
+        log.warning(drift_message(f"the run behind {path}", drift, "its evaluation"))
     return Entry(path, results, label or "runs", cell, summary, run_info, curve, cfg=effective_config(results))
 
 
