@@ -395,7 +395,7 @@ def test_data_check_reports_invisible_texts_cross_split_texts_and_huge_labels(tm
                        json.dumps({"text": "a text", "label": 2**70}),
                        '{"text": "b text", "label": 1180591620717411303424}',
                        json.dumps({"text": shared_train_test, "label": 10 if json.loads(lines[0])["label"] < 9 else 0}),
-                       json.dumps({"text": "  goal  match ", "label": 1}), json.dumps({"text": "goal match", "label": 7})]
+                       json.dumps({"text": "  goal match ", "label": 1}), json.dumps({"text": "goal match", "label": 7})]
     path = _write(tmp_path / "bad.jsonl", bad + lines[3:])
     capsys.readouterr()
     assert main(["data", "check", str(path), "--set", f"data.splits={tiny_data[1]}"]) == 1
@@ -453,3 +453,23 @@ def test_texts_under_two_splits_are_a_warning_when_training(tmp_path, tiny_data,
     with caplog.at_level("WARNING"):
         load_data(Config.load(None, tiny_overrides(tiny_data, tiny_models("bert"), **{"data.path": str(data)})))
     assert "1 text(s) under classes of two different splits" in caplog.text and "a leak between" in caplog.text
+
+
+def test_every_malformed_field_of_an_episode_file_is_a_clear_error(tmp_path, tiny_data):
+    from episodes import DataError, read_episode_file
+
+    good = _episodes(tmp_path, tiny_data, "test").read_text().splitlines()
+    target = tmp_path / "edited.jsonl"
+    refused = 0
+    for line in range(3):
+        obj = json.loads(good[line])
+        for key in obj:
+            for bad in (None, "x", -1, 2**70, [], {}, 1.5, True, [2**70], ["x"], [-1]):
+                edited = {**obj, key: bad}
+                target.write_text("\n".join(good[:line] + [json.dumps(edited)] + good[line + 1:]) + "\n")
+                try:
+                    read_episode_file(target)
+                except DataError as err:
+                    assert str(target) in str(err), err
+                    refused += 1
+    assert refused > 100

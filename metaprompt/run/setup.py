@@ -98,7 +98,7 @@ def _refuse_empty_texts(dataset: TextDataset, empty: list[int], tokenizer: str) 
 
     lines = scan_data_file(dataset.path, keep_texts=False).lines  # example id -> line (the error path only)
     where = [str(lines[i]) if i < len(lines) else f"example {i}" for i in empty]
-    raise DataError(f"{dataset.path}:{where[0]}: field 'text': {dataset.texts[empty[0]]!r} tokenizes to nothing with "
+    raise DataError(f"{dataset.path}:{where[0]}: field 'text': {ascii(dataset.texts[empty[0]][:40])} tokenizes to nothing with "
                     f"the tokenizer of {tokenizer} ({len(empty)} such text(s), on line(s) "
                     f"{', '.join(where[:10])}{' …' if len(where) > 10 else ''}); remove them or give them words")
 
