@@ -178,6 +178,14 @@ def test_a_changed_data_or_split_file_is_refused_unless_allowed(tmp_path, own_da
     assert str(run / "run.json") in err and not (run / "results.json").exists()
     _expect_error(capsys, ["export", str(run), "--out", str(tmp_path / "export")], f"the {what} {changed}")
     assert not (tmp_path / "export").exists()
+    before = {p.name: _sha(p) for p in run.iterdir()}
+    _expect_error(capsys, ["train", "--resume", str(run)], f"the {what} {changed}", "start a new run on the new data")
+    assert {p.name: _sha(p) for p in run.iterdir()} == before
+    if what == "data file":  # a run.json written before the split file was recorded: the data hash still counts
+        info = json.loads((run / "run.json").read_text())
+        del info["data_files"]
+        (run / "run.json").write_text(json.dumps(info))
+        _expect_error(capsys, ["eval", str(run), "--episodes", "2"], f"the {what} {changed} has sha256")
     capsys.readouterr()
     assert main(["eval", str(run), "--episodes", "2", "--allow-data-change"]) == 0
     assert f"WARNING: the {what} {changed}" in capsys.readouterr().out
@@ -249,6 +257,11 @@ def test_one_episode_gives_strict_json_with_a_null_ci_and_a_reason(run_copy, tmp
     assert main(["load", str(tmp_path / "export")]) == 0
     assert "± n/a" in capsys.readouterr().out
     assert main(["report", str(run), "--out", str(tmp_path / "report"), "--no-plots"]) == 0
+    # a results.json written before this fix (NaN in it) is still exported, the NaN read as null
+    old = (run / "results.json").read_text().replace('"accuracy_ci95": null', '"accuracy_ci95": NaN')
+    (run / "results.json").write_text(old)
+    assert main(["export", str(run), "--out", str(tmp_path / "export2")]) == 0
+    assert _strict((tmp_path / "export2" / "metaprompt.json").read_text())["metrics"]["meta"]["accuracy_ci95"] is None
 
 
 def test_one_validation_episode_gives_strict_metrics_and_summary(tmp_path, tiny_data, tiny_models):

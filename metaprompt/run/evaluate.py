@@ -21,12 +21,12 @@ from metaprompt.run.adaptation import adapt_and_score
 from metaprompt.run.checkpoint import load_init
 from metaprompt.run.eval_progress import PARTIAL_FILE, EpisodeScores, eval_fingerprint
 from metaprompt.run.integrity import check_data_unchanged, data_record, read_test_episodes
-from metaprompt.run.jsonio import dumps_strict, read_json
+from metaprompt.run.jsonio import dumps_strict
 from metaprompt.run.provenance import git_commit, peak_rss_mb, provenance
 from metaprompt.run.reference import centroid_reference
 from metaprompt.run.setup import Setup, build_setup, fixed_episodes
 from metaprompt.run.stats import ci95_note, fmt_pct, mean_ci95
-from metaprompt.run.train import BEST_FILE, CONFIG_FILE, RUN_FILE
+from metaprompt.run.train import BEST_FILE, CONFIG_FILE
 
 RESULTS_FILE = "results.json"
 log = logging.getLogger(__name__)
@@ -164,9 +164,7 @@ def evaluate(run_dir: str | Path, overrides: list[str] = (), episodes: int | Non
     if setup is None:
         setup = build_setup(Config.load(run_dir / CONFIG_FILE, list(overrides) + extra))
     cfg = setup.cfg
-    run_info = read_json(run_dir / RUN_FILE, EvalError, "run record") if (run_dir / RUN_FILE).is_file() else {}
-    data_warnings = check_data_unchanged(setup, run_info if isinstance(run_info, dict) else {},
-                                         str(run_dir / RUN_FILE), allow_data_change)
+    data_warnings = check_data_unchanged(setup, run_dir, allow_data_change)  # the data the run was trained on?
     meta_params, info = load_meta_params(run_dir, setup) if "meta" in inits else (None, None)
     header, test, sha = test_episodes(setup, episodes or cfg.eval.episodes)
     # Scores are saved episode by episode: a killed evaluation, run again, goes on where it stopped.
@@ -190,7 +188,8 @@ def evaluate(run_dir: str | Path, overrides: list[str] = (), episodes: int | Non
         "label": cfg.label, "dataset": d.dataset, "n_way": d.n_way, "k_shot": d.k_shot, "n_query": d.n_query,
         "meta_train_dataset": trained_on.get("dataset", DataConfig.dataset) if "meta" in inits else None,
         "split": "test", "test_classes": [int(c) for c in setup.dataset.splits.test],
-        "episodes_file": cfg.data.test_episodes_file, "data_files": data_record(setup),
+        "episodes_file": str(Path(cfg.data.test_episodes_file).resolve()) if cfg.data.test_episodes_file else None,
+        "data_files": data_record(setup),
         **({"data_change_warnings": data_warnings} if data_warnings else {}),
         "n_episodes": len(test), "episodes_sha256": sha, "episodes_seed": header.get("seed"),
         "model": cfg.model.name, "seed": cfg.seed, "commit": git_commit(),

@@ -166,9 +166,9 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "native", verify
     from metaprompt.run.setup import build_setup
 
     setup = build_setup(cfg)  # the classifier exactly as in training (fixed prompts, label words, injection)
+    data_warnings = check_data_unchanged(setup, run_dir, allow_data_change)  # the data the run was trained on?
     training = read_json(run_dir / RUN_FILE, ExportError, "run record") if (run_dir / RUN_FILE).is_file() else {}
     training = training if isinstance(training, dict) else {}
-    data_warnings = check_data_unchanged(setup, training, str(run_dir / RUN_FILE), allow_data_change)
     classifier = setup.classifier
     expected = classifier.init_params()
     missing = [k for k in expected if k not in learned]

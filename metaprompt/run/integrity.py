@@ -45,8 +45,11 @@ def pinned_config(cfg: Config, setup: "Setup") -> Config:
         d[key] = _absolute(d[key])
     if d["dataset"] != "custom":
         d["dir"] = str(Path(setup.dataset.path).resolve().parent)
+    from metaprompt.model.backbone import OFFLINE_ALIASES
+
     name = data["model"]["name"]
-    if Path(name).expanduser().is_dir():  # a local model directory (hub ids and aliases stay as they are)
+    if name not in OFFLINE_ALIASES and Path(name).expanduser().is_dir():  # a local model directory (hub ids and
+        # aliases stay as they are)
         data["model"]["name"] = _absolute(name)
     return Config.from_dict(data, source="the run's config")
 
@@ -71,16 +74,29 @@ def data_record(setup: "Setup") -> dict[str, Any]:
             "splits": {"path": splits_path, "sha256": splits_sha}}
 
 
-def check_data_unchanged(setup: "Setup", run_info: dict[str, Any], where: str, allow: bool) -> list[str]:
-    """Compare the data this command reads with what the run was trained on (``run_info``: its
-    run.json). A mismatch raises a DataError naming the file, or with ``allow`` is returned as
-    a warning (also logged) for the results to record. Another data set (``--set data.dataset=…``,
-    an out-of-distribution evaluation) is not compared: it is recorded as such in the results."""
+def check_data_unchanged(setup: "Setup", run_dir: Path, allow: bool,
+                         remedy: str = f"pass {ALLOW_FLAG} to go on anyway (the results then record this warning)"
+                         ) -> list[str]:
+    """Compare the data this command reads with what the run in ``run_dir`` was trained on (its
+    run.json). A mismatch raises a DataError naming the file (``remedy``: what else the user can
+    do), or with ``allow`` is returned as a warning (also logged) for the results to record.
+    Another data set (``--set data.dataset=…``, an out-of-distribution evaluation) is not
+    compared: the results record it as such (``meta_train_dataset``)."""
+    import yaml
+
+    from metaprompt.run.jsonio import read_json
+    from metaprompt.run.train import CONFIG_FILE, RUN_FILE
+
+    where = Path(run_dir) / RUN_FILE
+    run_info = read_json(where, DataError, "run record") if where.is_file() else {}
+    run_info = run_info if isinstance(run_info, dict) else {}
     record = run_info.get("data_files")
     if not isinstance(record, dict):  # runs made before the split file was recorded: the data file only
         sha = run_info.get("dataset_sha256")
         record = {"data": {"path": None, "sha256": sha}} if isinstance(sha, str) else {}
-    if record.get("dataset", setup.cfg.data.dataset) != setup.cfg.data.dataset:
+        config = yaml.safe_load((Path(run_dir) / CONFIG_FILE).read_text(encoding="utf-8")) or {}
+        record["dataset"] = (config.get("data") or {}).get("dataset", "huffpost")  # the default of DataConfig
+    if record.get("dataset") != setup.cfg.data.dataset:
         return []
     now = data_record(setup)
     warnings = []
@@ -95,8 +111,7 @@ def check_data_unchanged(setup: "Setup", run_info: dict[str, Any], where: str, a
                 f"sha256 {then['sha256'][:12]}…{was} (recorded in {where}): the init was meta-trained on other "
                 f"data, so the scored classes may have been seen in training")
     if warnings and not allow:
-        raise DataError(f"{warnings[0]}. Use the files the run was trained on, or pass {ALLOW_FLAG} to go on "
-                        "anyway (the results then record this warning)")
+        raise DataError(f"{warnings[0]}. Use the files the run was trained on, or {remedy}")
     for text in warnings:
         log.warning("DATA CHANGED: %s", text)
         print(f"WARNING: {text}")

@@ -40,7 +40,8 @@ def dumps_strict(obj: Any, **kwargs: Any) -> str:
 
 
 def read_json(path: Path, error: type[Exception], what: str = "file") -> Any:
-    """A whole JSON file; unreadable or malformed content raises ``error`` naming the file."""
+    """A whole JSON file; unreadable or malformed content raises ``error`` naming the file (and the
+    line and column). Lenient where it is harmless: NaN and Infinity are read as null."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -49,13 +50,10 @@ def read_json(path: Path, error: type[Exception], what: str = "file") -> Any:
     except OSError as err:
         raise error(f"{path}: cannot read the {what}: {err.strerror or err}") from None
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
-    except (json.JSONDecodeError, ValueError) as err:
+        # NaN / Infinity, which files written before dumps_strict may hold, are read as null
+        return json.loads(text, parse_constant=lambda name: None)
+    except json.JSONDecodeError as err:
         raise error(f"{path}: the {what} is not valid JSON ({err})") from None
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")
 
 
 def _is_int(v: Any) -> bool:

@@ -35,7 +35,7 @@ from metaprompt.meta.engines import build_engine
 from metaprompt.run.adaptation import adapt_and_score
 from metaprompt.run.checkpoint import load_checkpoint, save_checkpoint, save_init
 from metaprompt.run.distributed import Group, init_group
-from metaprompt.run.integrity import check_test_source, data_record, pinned_config
+from metaprompt.run.integrity import check_data_unchanged, check_test_source, data_record, pinned_config
 from metaprompt.run.jsonio import dumps_strict
 from metaprompt.run.provenance import peak_rss_mb, provenance
 from metaprompt.run.setup import Setup, build_setup, fixed_episodes, resolve_device
@@ -240,6 +240,9 @@ def _train(cfg: Config, run_dir: Path, resume: bool, setup: Setup | None, group:
     sampler = setup.sampler("train", cfg.seed)
     _, val_episodes = fixed_episodes(setup, "val", cfg.train.val_episodes, cfg.train.val_seed)
     check_test_source(setup)  # an unusable test episode file, too few test examples: fail now, not after training
+    if resume:  # a resumed run trains on the data it started with
+        check_data_unchanged(setup, run_dir, allow=False,
+                             remedy="start a new run on the new data (metaprompt train --out NEW_RUN)")
     val_slots = list(group.slots(len(val_episodes)))  # this process's share of the validation episodes
     val_tasks = [setup.task(val_episodes[i], i) for i in val_slots]
     counts = classifier.count({k: v for k, v in params.items() if not k.startswith(LR_PREFIX)})
