@@ -486,3 +486,16 @@ def test_every_malformed_field_of_an_episode_file_is_a_clear_error(tmp_path, tin
                     assert str(target) in str(err), err
                     refused += 1
     assert refused > 100
+
+
+def test_the_finite_check_is_exact(tmp_path):
+    from metaprompt.run.tensorfile import check_finite
+
+    big = {"half": torch.full((10,), 60000.0, dtype=torch.float16), "float": torch.full((4,), 3e38)}
+    check_finite(big, tmp_path / "x", reading=True)  # the sums overflow, the values are finite
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+            value = torch.zeros(5, dtype=dtype)
+            value[3] = bad
+            with pytest.raises(CheckpointError, match="tensor 'w' holds non-finite values \\(1 of 5"):
+                check_finite({"w": value}, tmp_path / "x", reading=True)

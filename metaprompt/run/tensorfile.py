@@ -32,10 +32,19 @@ class CheckpointError(ValueError):
     """A checkpoint, init or export tensor file cannot be written or read (the message names it)."""
 
 
+def _finite(value: torch.Tensor) -> bool:
+    """Whether every value is finite. A sum is about 3x faster than ``isfinite().all()`` and is
+    NaN or inf whenever a value is; only then (or when the sum overflows) is each value looked at."""
+    if not value.is_floating_point() or not value.numel():
+        return True
+    with torch.no_grad():
+        return bool(torch.isfinite(value.sum())) or bool(torch.isfinite(value).all())
+
+
 def check_finite(tensors: dict[str, torch.Tensor], path: Path, reading: bool = False) -> None:
     """Raise unless every floating-point tensor is finite; the message names the file and the tensor."""
     for name, value in tensors.items():
-        if value.is_floating_point() and value.numel() and not torch.isfinite(value).all():
+        if not _finite(value):
             if not reading:
                 raise CheckpointError(f"refusing to write {path}: '{name}' has non-finite values (NaN or inf)")
             bad = int((~torch.isfinite(value)).sum())
