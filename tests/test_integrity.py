@@ -191,6 +191,9 @@ def test_a_changed_data_or_split_file_is_refused_unless_allowed(tmp_path, own_da
     assert f"WARNING: the {what} {changed}" in capsys.readouterr().out
     warnings = _strict((run / "results.json").read_text())["data_change_warnings"]
     assert len(warnings) == 1 and str(changed) in warnings[0]
+    assert main(["report", str(run), "--out", str(tmp_path / "report"), "--no-plots"]) == 0
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "## Warning: rows scored on changed data" in report and warnings[0] in report
     assert main(["export", str(run), "--out", str(tmp_path / "export"), "--allow-data-change"]) == 0
     assert str(changed) in _strict((tmp_path / "export" / "metaprompt.json").read_text())["data_change_warnings"][0]
 

@@ -831,6 +831,10 @@ def build_report(paths: Sequence[str | Path], out_dir: str | Path, title: str | 
                   "Rows of every study on the same test episodes side by side (bold: best of the column within a "
                   "data set and shot; rows copied from another study are left out).", "", *overview_table(entries),
                   ""]
+    changed = [(e, w) for e in entries for w in e.results.get("data_change_warnings") or []]
+    if changed:  # scored with --allow-data-change: said where nobody can miss it
+        lines += ["## Warning: rows scored on changed data", "",
+                  *[f"- {e.study} / {e.cell}: {w}" for e, w in changed], ""]
     lines += provenance_section(entries, out_dir)
     path = out_dir / REPORT_FILE
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
