@@ -238,6 +238,13 @@ def test_nan_or_inf_in_an_export_is_refused_by_load_init_and_metaprompt_load(tra
         with pytest.raises(LoadError, match=f"tensor '{name}' holds non-finite values"):
             load_export(broken)
         _expect_error(capsys, ["load", str(broken)], f"{broken / 'init.safetensors'}: tensor '{name}'")
+    peft = tmp_path / "peft"
+    assert main(["export", str(trained), "--out", str(peft), "--format", "peft"]) == 0
+    for file in ("adapter_model.safetensors", "verbalizer.safetensors"):
+        broken = Path(shutil.copytree(peft, tmp_path / f"broken-{file}"))
+        name = _poison(broken / file, float("nan"))
+        with pytest.raises(LoadError, match=f"{file}: tensor '{name}' holds non-finite values"):
+            load_export(broken)
 
 
 # ---------------------------------------------------------------- strict JSON, CI of one episode
