@@ -434,12 +434,15 @@ def test_data_check_reports_invisible_texts_cross_split_texts_and_huge_labels(tm
     assert "test split" in out.split(":8: warning:")[1].splitlines()[0]
 
 
-@pytest.mark.parametrize("case, line, message", [
+NO_TOKENS = [
     ("zero-width text", json.dumps({"text": "\u200b", "label": 1}), "no visible character (only U+200B"),
     ("label of 2**70", '{"text": "goal", "label": 1180591620717411303424}', "class id 1180591620717411303424 is too large"),
     ("accents only", json.dumps({"text": "\u0301\u0301", "label": 1}), "tokenizes to nothing with the tokenizer of"),
     ("replacement character only", json.dumps({"text": "\ufffd", "label": 1}), "tokenizes to nothing"),
-])
+]
+
+
+@pytest.mark.parametrize("case, line, message", NO_TOKENS, ids=[c[0] for c in NO_TOKENS])
 def test_training_refuses_texts_without_tokens_and_huge_labels(tmp_path, tiny_data, tiny_models, capsys, case, line,
                                                                message):
     lines = Path(tiny_data[0]).read_text().splitlines()
