@@ -213,13 +213,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> TextDataset:
     return TextDataset(name=name, path=path, table=table, splits=splits, sha256=sha, label_words=label_words)
 
 
-def load_custom_dataset(path: str | Path, splits_path: str | Path, name: str = "custom") -> TextDataset:
-    """Load your own data: a JSON-lines file and a class-split file.
-
-    The split file is ``{"train": [...], "val": [...], "test": [...], "label_names": {"0": "name", ...}}``
-    with an optional ``"label_words": {"0": ["w1", "w2"], ...}``; without it each class's
-    words are its name's words (lower-cased, without "and", "the" and "&").
-    """
+def read_split_file(splits_path: str | Path, name: str = "custom") -> tuple[ClassSplits, dict[str, Any], str]:
+    """The class splits of a custom split file, with its JSON object and the prefix of the data set in it."""
     splits_path = Path(splits_path)
     if not splits_path.is_file():
         raise DataError(
@@ -230,7 +225,17 @@ def load_custom_dataset(path: str | Path, splits_path: str | Path, name: str = "
     prefix = ""
     if isinstance(obj, dict) and "train" not in obj and isinstance(obj.get(name), dict):
         obj, prefix = obj[name], name  # a multi-data-set file like the built-in splits.json
-    splits = ClassSplits.from_json(obj, str(splits_path), prefix=prefix)
+    return ClassSplits.from_json(obj, str(splits_path), prefix=prefix), obj, prefix
+
+
+def load_custom_dataset(path: str | Path, splits_path: str | Path, name: str = "custom") -> TextDataset:
+    """Load your own data: a JSON-lines file and a class-split file.
+
+    The split file is ``{"train": [...], "val": [...], "test": [...], "label_names": {"0": "name", ...}}``
+    with an optional ``"label_words": {"0": ["w1", "w2"], ...}``; without it each class's
+    words are its name's words (lower-cased, without "and", "the" and "&").
+    """
+    splits, obj, prefix = read_split_file(splits_path, name)
     words_field = f"{prefix}.label_words" if prefix else "label_words"
     if obj.get("label_words") is not None:
         label_words = parse_label_words(obj["label_words"], str(splits_path), words_field, splits.all_classes)

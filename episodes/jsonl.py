@@ -16,6 +16,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import logging
+import unicodedata
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,7 +25,9 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Iterator
 
 from .errors import Problem, describe_value, errors_only, raise_problems
-from .splits import ClassSplits, is_json_int
+from .splits import MAX_ID, ClassSplits, is_json_int
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import datasets
@@ -40,6 +44,7 @@ class ScanResult:
     lines: list[int] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     sha256: str = ""
+    keys: list[int] = field(default_factory=list)  # hash of each text, stripped (finds duplicates)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -117,6 +122,12 @@ def _check_line(path: str, number: int, raw: bytes, problems: list[Problem]) -> 
     elif not text.strip():
         problems.append(Problem(path, number, "text", "empty or whitespace-only text"))
         ok = False
+    elif not text.isprintable() and all(_invisible(ch) for ch in text):  # isprintable: the fast C path
+        shown = ", ".join(f"U+{ord(ch):04X} {unicodedata.name(ch, '')}".rstrip()
+                          for ch in dict.fromkeys(c for c in text if not c.isspace()))
+        problems.append(Problem(path, number, "text", f"no visible character (only {shown}): the text "
+                                                      "tokenizes to nothing"))
+        ok = False
     label = obj.get("label")
     if "label" not in obj:
         problems.append(Problem(path, number, "label", "missing"))
@@ -127,7 +138,22 @@ def _check_line(path: str, number: int, raw: bytes, problems: list[Problem]) -> 
     elif label < 0:
         problems.append(Problem(path, number, "label", f"expected a non-negative class id, got {label}"))
         ok = False
+    elif label > MAX_ID:
+        problems.append(Problem(path, number, "label", f"class id {label} is too large (at most 2**63 - 1)"))
+        ok = False
     return (text, label) if ok else None  # type: ignore[return-value]
+
+
+def _invisible(ch: str) -> bool:
+    """Whitespace, control and format characters (zero-width space U+200B, joiners, BOM, soft
+    hyphen): tokenizers drop them, so a text of only these becomes no tokens at all."""
+    return ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf", "Zs", "Zl", "Zp")
+
+
+def text_key(text: str) -> int:
+    """A key of a text for finding duplicates (within one process; a 64-bit hash, so a false match
+    among a million texts has a chance of about 3e-8)."""
+    return hash(text.strip())
 
 
 def scan_data_file(path: str | Path, keep_texts: bool = True) -> ScanResult:
@@ -150,6 +176,7 @@ def scan_data_file(path: str | Path, keep_texts: bool = True) -> ScanResult:
         example = _check_line(name, number, raw, result.problems)
         if example is not None:
             result.texts.append(example[0] if keep_texts else "")
+            result.keys.append(text_key(example[0]))
             result.labels.append(example[1])
             result.lines.append(number)
     if not result.labels and not errors_only(result.problems):
@@ -177,6 +204,7 @@ def split_problems(
                 Problem(path, line, "label",
                         f"class {label} is not in any split (train/val/test){where}{others}")
             )
+        problems.extend(cross_split_duplicates(path, scan, splits))
     classes = splits.all_classes if splits is not None else tuple(sorted(counts))
     for cid in classes:
         n = counts.get(cid, 0)
@@ -189,6 +217,27 @@ def split_problems(
             )
         elif n == 0:
             problems.append(Problem(path, None, "label", f"{desc} has no examples in this file", "warning"))
+    return problems
+
+
+def cross_split_duplicates(path: str, scan: ScanResult, splits: ClassSplits) -> list[Problem]:
+    """Warnings for a text that is under classes of two different splits: a test class that shares
+    a text with a training class leaks meta-training data into the test score. (A warning, not an
+    error: the 20 Newsgroups benchmark itself has two such texts.)"""
+    first: dict[int, tuple[int, int]] = {}
+    problems = []
+    for key, label, line in zip(scan.keys, scan.labels, scan.lines):
+        if key not in first:
+            first[key] = (label, line)
+            continue
+        other, other_line = first[key]
+        a, b = splits.split_of(other), splits.split_of(label)
+        if a is None or b is None or a == b:
+            continue
+        problems.append(Problem(
+            path, line, "text",
+            f"the same text is under class {label} ({splits.name(label)}, {b} split) here and under class {other} "
+            f"({splits.name(other)}, {a} split) on line {other_line}: a leak between {a} and {b} classes", "warning"))
     return problems
 
 
@@ -217,6 +266,10 @@ def load_validated(path: str | Path, splits: ClassSplits | None = None) -> tuple
     scan = scan_data_file(path)
     problems = scan.problems + (split_problems(str(path), scan, splits, None) if splits is not None else [])
     raise_problems(problems, path)
+    leaks = [p for p in problems if p.severity == "warning" and "a leak between" in p.message]
+    if leaks:
+        log.warning("%s: %d text(s) under classes of two different splits (first: %s); `metaprompt data check %s` "
+                    "lists them", path, len(leaks), leaks[0], path)
     return to_table(scan.texts, scan.labels), scan.sha256
 
 

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import DataError, describe_value
-from .splits import is_json_int
+from .splits import MAX_ID, is_json_int
 
 
 class EpisodeError(DataError):
@@ -28,8 +28,9 @@ def _int_tuple(values: Any, what: str) -> tuple[int, ...]:
     for value in values:
         if isinstance(value, np.integer):
             value = int(value)
-        if not is_json_int(value) or value < 0:
-            raise EpisodeError(f"Episode field '{what}': ids must be non-negative integers, got {describe_value(value)}.")
+        if not is_json_int(value) or not 0 <= value <= MAX_ID:
+            raise EpisodeError(f"Episode field '{what}': ids must be non-negative integers below 2**63, "
+                               f"got {describe_value(value)}.")
         out.append(value)
     return tuple(out)
 
@@ -105,6 +106,8 @@ def _check_int(value: Any, name: str, minimum: int) -> int:
         raise EpisodeError(f"{name} must be an integer, got {value!r}.")
     if value < minimum:
         raise EpisodeError(f"{name} must be ≥ {minimum}, got {value}.")
+    if value > MAX_ID:
+        raise EpisodeError(f"{name} must be at most 2**63 - 1, got {value}.")
     return value
 
 

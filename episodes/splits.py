@@ -19,6 +19,11 @@ SPLIT_NAMES = ("train", "val", "test")
 _STOP_WORDS = frozenset({"and", "the", "&"})
 
 
+#: The largest class id, example id or count a file may hold: ids are stored as int64 (numpy,
+#: datasets, torch), and a larger JSON integer (e.g. 2**70) would overflow there with a traceback.
+MAX_ID = 2**63 - 1
+
+
 def is_json_int(value: object) -> bool:
     # JSON true/false parse as Python bools, which are ints; they are never class ids.
     return isinstance(value, int) and not isinstance(value, bool)
@@ -47,6 +52,8 @@ def _validate(
                 raise DataError(f"{where}: class ids must be integers, got {describe_value(value)}.")
             if value < 0:
                 raise DataError(f"{where}: class ids must be non-negative, got {value}.")
+            if value > MAX_ID:
+                raise DataError(f"{where}: class id {value} is too large (at most 2**63 - 1 = {MAX_ID}).")
             if n_classes is not None and value >= n_classes:
                 raise DataError(
                     f"{where}: class {value} is out of range: '{_field(prefix, 'n_classes')}' is {n_classes}, "

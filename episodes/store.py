@@ -25,7 +25,7 @@ from typing import Any, Sequence
 from .data import TextDataset
 from .errors import DataError, describe_value
 from .sampler import Episode, EpisodeError, EpisodeSampler
-from .splits import SPLIT_NAMES, is_json_int
+from .splits import MAX_ID, SPLIT_NAMES, is_json_int
 
 FORMAT = "metaprompt.episodes/v1"
 HEADER_FIELDS = ("format", "dataset", "split", "n_way", "k_shot", "n_query", "seed", "count", "data_sha256")
@@ -55,8 +55,9 @@ def _check_header(header: Any, where: str) -> None:
         raise EpisodeError(f"{where}: field 'split': expected 'train', 'val' or 'test', got {describe_value(header['split'])}.")
     for name, minimum in (("n_way", 2), ("k_shot", 1), ("n_query", 1), ("seed", 0), ("count", 0)):
         value = header[name]
-        if not is_json_int(value) or value < minimum:
-            raise EpisodeError(f"{where}: field '{name}': expected an integer ≥ {minimum}, got {describe_value(value)}.")
+        if not is_json_int(value) or not minimum <= value <= MAX_ID:
+            raise EpisodeError(f"{where}: field '{name}': expected an integer from {minimum} to 2**63 - 1, "
+                               f"got {describe_value(value)}.")
     if not isinstance(header["data_sha256"], str) or not _SHA_RE.match(header["data_sha256"]):
         raise EpisodeError(
             f"{where}: field 'data_sha256': expected 64 lower-case hex digits, got {describe_value(header['data_sha256'])}."

@@ -221,8 +221,9 @@ def main(argv=None) -> int:
         print(f"| {name} | {100 * mean:.1f} ± {100 * ci:.1f} | {diff} |")
     exported = meta.get("metrics", {}).get("meta")
     if exported:
+        ci = exported.get("accuracy_ci95")  # null when the init was scored on one episode
         print(f"\n(`metaprompt eval` of the same init: {100 * exported['accuracy_mean']:.1f} ± "
-              f"{100 * exported['accuracy_ci95']:.1f} on its own {meta['metrics'].get('n_episodes')} episodes)")
+              f"{'n/a' if ci is None else f'{100 * ci:.1f}'} on its own {meta['metrics'].get('n_episodes')} episodes)")
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "steps": steps, "lr": lr,
                                          "accuracies": accuracies}, indent=2))

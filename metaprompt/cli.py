@@ -27,6 +27,12 @@ def _add_set(parser: argparse.ArgumentParser) -> None:
                         help="override a config key, e.g. --set meta.inner_lr=0.05 (repeatable)")
 
 
+def _add_data_change(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allow-data-change", action="store_true",
+                        help="go on when the data or class-split file differs from the one the run was trained on "
+                             "(a loud warning, also written into the results)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metaprompt", description=__doc__.splitlines()[0].strip('"'))
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -44,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="also write the results JSON here")
     p.add_argument("--init", choices=["pretrained", "meta", "both"], default="both",
                    help="which init to score (default both)")
+    _add_data_change(p)
     _add_set(p)
 
     p = sub.add_parser("export", help="export the learned init")
@@ -52,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="native", choices=["native", "peft"],
                    help="native: init.safetensors + metaprompt.json (default); peft: also a Hugging Face peft "
                         "adapter (adapter_config.json + adapter_model.safetensors) where the design has one")
+    _add_data_change(p)
     _add_set(p)
 
     p = sub.add_parser("load", help="check an export directory and print what it holds")
@@ -76,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--url", help="alternative URL of data.zip")
     d.add_argument("--force", action="store_true", help="re-download data sets already present")
     _add_set(d)
-    d = data_sub.add_parser("check", help="report every problem of the data files in DIR (or one file)")
+    d = data_sub.add_parser("check", help="report every problem of the data files in DIR (or one file; "
+                                          "--set data.splits=FILE checks it against a class-split file too)")
     d.add_argument("path", type=Path)
     _add_set(d)
 
@@ -123,14 +132,15 @@ def _cmd_eval(args) -> int:
     from metaprompt.run.evaluate import evaluate
 
     inits = ("pretrained", "meta") if args.init == "both" else (args.init,)
-    evaluate(args.run_dir, args.overrides, args.episodes, args.json, inits=inits)
+    evaluate(args.run_dir, args.overrides, args.episodes, args.json, inits=inits,
+             allow_data_change=args.allow_data_change)
     return 0
 
 
 def _cmd_export(args) -> int:
     from metaprompt.run.export import export_run
 
-    out = export_run(args.run_dir, args.out, args.format)
+    out = export_run(args.run_dir, args.out, args.format, allow_data_change=args.allow_data_change)
     print(f"exported to {out}")
     return 0
 
@@ -173,7 +183,13 @@ def _cmd_data(args) -> int:
         return 0
     from episodes import check_data_dir, check_data_file
 
-    problems = check_data_dir(args.path) if args.path.is_dir() else check_data_file(args.path)
+    if args.path.is_dir():
+        problems = check_data_dir(args.path)
+    else:  # with --set data.splits=FILE also the labels against the splits (and texts shared across splits)
+        from episodes.data import read_split_file
+
+        splits = read_split_file(cfg.data.splits)[0] if cfg.data.splits else None
+        problems = check_data_file(args.path, splits)
     errors = [p for p in problems if getattr(p, "severity", "error") == "error"]
     for problem in problems:
         print(problem)

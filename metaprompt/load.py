@@ -15,7 +15,6 @@ unpickled: safetensors and JSON only.
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,6 +109,8 @@ class ExportedInit:
 
     def describe(self) -> str:
         """What the export holds, for people (``metaprompt load DIR`` prints it)."""
+        from metaprompt.run.stats import fmt_pct
+
         m = self.meta
         base = m["base_model"]
         lines = [m.get("title", "metaprompt export"), "",
@@ -140,7 +141,7 @@ class ExportedInit:
         rows = [k for k, v in metrics.items() if isinstance(v, dict) and "accuracy_mean" in v]
         if rows:
             lines += ["", f"meta-test accuracy ({metrics.get('n_episodes')} episodes, mean ± 95% CI):"]
-            lines += [f"  {k:<40} {100 * metrics[k]['accuracy_mean']:.1f} ± {100 * metrics[k]['accuracy_ci95']:.1f} %"
+            lines += [f"  {k:<40} {fmt_pct(metrics[k]['accuracy_mean'], metrics[k].get('accuracy_ci95'))} %"
                       for k in rows]
         peft = m.get("peft")
         if peft is not None:
@@ -176,13 +177,11 @@ def load_init(path: str | Path, model: str | None = None) -> ExportedInit:
     if not isinstance(meta, dict) or meta.get("format") != EXPORT_FORMAT:
         got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise LoadError(f"{meta_path}: not a metaprompt export (format {got!r}, expected {EXPORT_FORMAT!r})")
-    for key in ("base_model", "config", "parameters", "template", "prompt", "verbalizer"):
-        if key not in meta:
-            raise LoadError(f"{meta_path}: the field '{key}' is missing (a truncated or hand-edited file?)")
+    check_export_meta(meta, meta_path)
     try:
-        tensors, info = read_init(path / INIT_FILE)
+        tensors, info = read_init(path / INIT_FILE)  # checked: readable, finite, floating, named fields
     except CheckpointError as err:
-        raise LoadError(f"{path}: {err}") from None
+        raise LoadError(str(err)) from None
     _check_tensors(path, meta, tensors)
     try:
         config = Config.from_dict(copy.deepcopy(meta["config"]), source=str(meta_path))
@@ -195,11 +194,56 @@ def load_init(path: str | Path, model: str | None = None) -> ExportedInit:
     return ExportedInit(path=path, meta=meta, config=config, tensors=tensors, info=info)
 
 
+#: The fields of metaprompt.json that metaprompt reads, and what they must hold (optional: ``?``).
+META_FIELDS = {
+    "export_format": "str?", "title": "str?", "auto_class": "str?", "template": "str", "config": "dict",
+    "base_model": "dict", "base_model.name": "str", "base_model.model_type": "str", "base_model.class": "str?",
+    "base_model.path": "str?", "base_model.hidden_size": "size", "base_model.num_hidden_layers": "size",
+    "base_model.vocab_size": "size", "parameters": "shapes", "meta_learned": "strs?",
+    "prompt": "dict", "prompt.kind": "str", "prompt.length": "count",
+    "verbalizer": "dict", "verbalizer.kind": "str", "verbalizer.temperature": "number?",
+    "dataset": "str", "n_way": "size", "k_shot": "size", "meta_train_classes": "ints", "meta_test_classes": "ints?",
+    "training": "dict?", "training.step": "count?null", "training.val_accuracy": "number?null",
+    "training.commit": "str?null", "commit": "str?null", "metrics": "dict?", "peft": "dict?null",
+    "peft.available": "bool?", "peft.reason": "str?", "peft.peft_type": "str?null", "peft.exact": "bool?",
+    "peft.not_exact_because": "str?", "peft.how_to": "str?", "peft.adapter": "str?null",
+    "peft.backbone_adapter": "str?null", "peft.base_model_dir": "str?null",
+}
+
+
+def check_export_meta(meta: dict[str, Any], meta_path: Path) -> None:
+    """Every field of metaprompt.json that is read, checked: a hand-edited file is a LoadError
+    naming the file and the field, never a traceback later."""
+    from metaprompt.run.jsonio import check_fields
+
+    hint = " (a truncated or hand-edited file? export the run again)"
+    check_fields(meta, META_FIELDS, meta_path, LoadError, hint)
+    metrics = meta.get("metrics") or {}
+    for key, row in metrics.items():
+        if isinstance(row, dict) and "accuracy_mean" in row:
+            check_fields(meta, {f"metrics.{key}.accuracy_mean": "number", f"metrics.{key}.accuracy_ci95": "number?null"},
+                         meta_path, LoadError, hint)
+    peft = meta.get("peft") or {}
+    if peft.get("available"):
+        check_fields(peft, {"reason": "str?", "peft_type": "str?null", "exact": "bool", "how_to": "str"},
+                     meta_path, LoadError, hint)
+        if not peft["exact"]:
+            check_fields(peft, {"not_exact_because": "str"}, meta_path, LoadError, hint)
+    elif meta.get("peft") is not None:
+        check_fields(peft, {"reason": "str"}, meta_path, LoadError, hint)
+    for key in ("base_model_dir", "backbone_adapter"):  # folders inside the export, never outside it
+        value = peft.get(key)
+        if isinstance(value, str) and (Path(value).is_absolute() or ".." in Path(value).parts):
+            raise LoadError(f"{meta_path}: field 'peft.{key}': {value!r} is not a folder inside the export{hint}")
+
+
 def _read_json(path: Path) -> Any:
+    from metaprompt.run.jsonio import read_json
+
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise LoadError(f"{path}: not valid JSON ({err}); the export is corrupted, export it again") from None
+        return read_json(path, LoadError, "export file")
+    except LoadError as err:
+        raise LoadError(f"{err}; the export is corrupted, export it again") from None
 
 
 def _check_tensors(path: Path, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
@@ -228,16 +272,19 @@ def _check_tensors(path: Path, meta: dict[str, Any], tensors: dict[str, torch.Te
 def _check_safetensors(path: Path) -> dict[str, tuple[int, ...]]:
     from safetensors import SafetensorError, safe_open
 
+    from metaprompt.run.tensorfile import CheckpointError, check_finite
+
     if not path.is_file():
         raise LoadError(f"{path}: missing (the export lists it)")
     try:
         with safe_open(str(path), framework="pt") as handle:
             shapes = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
-            if path.stat().st_size < 50_000_000:  # small files: read every tensor (catches a torn body)
-                for key in handle.keys():
-                    handle.get_tensor(key)
+            if path.stat().st_size < 50_000_000:  # small files: read every tensor (catches a torn body, NaN, inf)
+                check_finite({key: handle.get_tensor(key) for key in handle.keys()}, path, reading=True)
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise LoadError(f"{path}: not a readable safetensors file ({err}); the export is corrupted") from None
+        message = str(err) if isinstance(err, CheckpointError) else \
+            f"{path}: not a readable safetensors file ({err}); the export is corrupted"
+        raise LoadError(message) from None
     return shapes
 
 

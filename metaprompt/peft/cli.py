@@ -11,7 +11,6 @@ meta-train the method's parameters first (``meta.algorithm``: maml, fomaml, maml
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from metaprompt.config import PEFT_METHODS
@@ -37,6 +36,8 @@ def run(args) -> int:
     from metaprompt.config import Config
     from metaprompt.peft import baseline_overrides
     from metaprompt.run.evaluate import evaluate
+    from metaprompt.run.integrity import check_test_source, data_record, pinned_config
+    from metaprompt.run.jsonio import dumps_strict
     from metaprompt.run.provenance import provenance
     from metaprompt.run.setup import build_setup
     from metaprompt.run.train import CONFIG_FILE, RUN_FILE, check_run_dir, train
@@ -46,15 +47,14 @@ def run(args) -> int:
     print(f"{args.method}: method defaults {', '.join(defaults)} (--set overrides them)")
     check_run_dir(args.out, resume=False)
     setup = build_setup(cfg)  # everything is checked before the run directory exists
-    if not cfg.data.test_episodes_file:
-        setup.sampler("test", cfg.eval.seed)  # too few test classes or examples: fail before writing anything
+    check_test_source(setup)  # too few test classes or examples, a bad episode file: fail before writing anything
     if args.init == "pretrained":
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / CONFIG_FILE).write_text(cfg.to_yaml(), encoding="utf-8")
+        (args.out / CONFIG_FILE).write_text(pinned_config(cfg, setup).to_yaml(), encoding="utf-8")
         counts = setup.classifier.count(setup.classifier.init_params())
         info = {**provenance(), "trainable_params": counts, "dataset_sha256": setup.dataset.sha256,
-                "model": cfg.model.name, "meta_training": None}
-        (args.out / RUN_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
+                "data_files": data_record(setup), "model": cfg.model.name, "meta_training": None}
+        (args.out / RUN_FILE).write_text(dumps_strict(info, indent=2), encoding="utf-8")
     else:
         train(cfg, args.out, setup=setup)
     evaluate(args.out, json_path=args.json, inits=INITS[args.init], setup=setup)

@@ -15,31 +15,35 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
+
+from metaprompt.run.jsonio import dumps_strict
+from metaprompt.run.tensorfile import (CHECKSUM_KEY, ZEROS, CheckpointError, canonicalize_file, check_finite,
+                                       read_safetensors)
 
 CHECKPOINT_FORMAT = "metaprompt.checkpoint/v1"
 INIT_FORMAT = "metaprompt.init/v1"
+INIT_FIELDS = ("format", "info")
+CHECKPOINT_FIELDS = ("format", "param_names", "optimizer_layout", "optimizer_groups", "scheduler", "state")
 
-
-class CheckpointError(ValueError):
-    pass
-
-
-def check_finite(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """Refuse to save NaN or inf parameters: a file that exists is always a usable init."""
-    for name, value in tensors.items():
-        if value.is_floating_point() and not torch.isfinite(value).all():
-            raise CheckpointError(f"refusing to write {path}: '{name}' has non-finite values (NaN or inf)")
+__all__ = ["CHECKPOINT_FORMAT", "INIT_FORMAT", "CheckpointError", "atomic_save", "check_finite", "load_checkpoint",
+           "load_init", "read_safetensors", "save_checkpoint", "save_init"]
 
 
 def atomic_save(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> None:
+    """The one writer of metaprompt's safetensors files: atomic and byte-deterministic.
+
+    The metadata gets a placeholder checksum before the library writes the file, so that sorting
+    its keys and filling in the checksum (:func:`~metaprompt.run.tensorfile.canonicalize_file`)
+    keep the header's length: the body is never copied."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp,
+                  metadata={**metadata, CHECKSUM_KEY: ZEROS})
+        canonicalize_file(Path(tmp), checksum=True)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -53,32 +57,46 @@ def atomic_save(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path
         raise
 
 
-def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: file not found")
+def _field(metadata: dict[str, str], key: str, path: Path, kind: type) -> Any:
+    """A JSON-valued metadata field, parsed and type-checked (errors name the file and field)."""
+    if key not in metadata:
+        raise CheckpointError(f"{path}: metadata field '{key}' is missing: the file is damaged or not metaprompt's")
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = dict(handle.metadata() or {})
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
-    return tensors, metadata
+        value = json.loads(metadata[key])
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: metadata field '{key}': not valid JSON ({err.msg}, column {err.colno}): "
+                              "the file is damaged") from None
+    if not isinstance(value, kind):
+        raise CheckpointError(f"{path}: metadata field '{key}': expected a JSON {kind.__name__}, got "
+                              f"{type(value).__name__}: the file is damaged")
+    return value
+
+
+def _format(metadata: dict[str, str], path: Path, expected: str, what: str) -> None:
+    if metadata.get("format") != expected:
+        raise CheckpointError(f"{path}: not a metaprompt {what} (format {metadata.get('format')!r})")
+
+
+def _floating(tensors: dict[str, torch.Tensor], names, path: Path) -> None:
+    for name in names:
+        if not tensors[name].is_floating_point():
+            raise CheckpointError(f"{path}: tensor '{name}' has dtype {str(tensors[name].dtype).replace('torch.', '')}; "
+                                  "parameters are floating-point: the file is damaged")
 
 
 def save_init(path: Path, params: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
     """A learned init: the meta-parameters and a JSON description (step, validation, config)."""
     check_finite(params, path)
-    atomic_save(dict(params), {"format": INIT_FORMAT, "info": json.dumps(info)}, path)
+    atomic_save(dict(params), {"format": INIT_FORMAT, "info": dumps_strict(info)}, path)
 
 
 def load_init(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    tensors, metadata = read_safetensors(path)
-    if metadata.get("format") != INIT_FORMAT:
-        raise CheckpointError(f"{path}: not a metaprompt init (format {metadata.get('format')!r})")
-    return tensors, json.loads(metadata.get("info", "{}"))
+    """The tensors and description of an init, every one checked (finite, floating, named fields)."""
+    tensors, metadata = read_safetensors(path, fields=INIT_FIELDS)
+    _format(metadata, path, INIT_FORMAT, "init")
+    info = _field(metadata, "info", path, dict)
+    _floating(tensors, tensors, path)
+    return tensors, info
 
 
 def save_checkpoint(path: Path, params: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
@@ -100,33 +118,60 @@ def save_checkpoint(path: Path, params: dict[str, torch.Tensor], optimizer: torc
     sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
     metadata = {
         "format": CHECKPOINT_FORMAT,
-        "param_names": json.dumps(list(params)),
-        "optimizer_layout": json.dumps(layout),
-        "optimizer_groups": json.dumps(opt_state["param_groups"]),
-        "scheduler": json.dumps(sched),
-        "state": json.dumps(state),
+        "param_names": dumps_strict(list(params)),
+        "optimizer_layout": dumps_strict(layout),
+        "optimizer_groups": dumps_strict(opt_state["param_groups"]),
+        "scheduler": dumps_strict(sched),
+        "state": dumps_strict(state),
     }
     atomic_save(tensors, metadata, path)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Returns {"params", "optimizer" (a state dict), "scheduler", "state", "rng"}."""
-    tensors, metadata = read_safetensors(path)
-    if metadata.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not a metaprompt checkpoint (format {metadata.get('format')!r})")
-    names = json.loads(metadata["param_names"])
-    params = {name: tensors[f"param/{name}"] for name in names}
-    layout = json.loads(metadata["optimizer_layout"])
+    """Returns {"params", "optimizer" (a state dict), "scheduler", "state", "rng"}; every field is
+    checked, so a damaged file is an error that names it and the field, never a traceback."""
+    tensors, metadata = read_safetensors(path, fields=CHECKPOINT_FIELDS)
+    _format(metadata, path, CHECKPOINT_FORMAT, "checkpoint")
+    names = _field(metadata, "param_names", path, list)
+    layout = _field(metadata, "optimizer_layout", path, dict)
+    groups = _field(metadata, "optimizer_groups", path, list)
+    scheduler = _field(metadata, "scheduler", path, dict)
+    state = _field(metadata, "state", path, dict)
+
+    def tensor(key: str, field: str) -> torch.Tensor:
+        if key not in tensors:
+            raise CheckpointError(f"{path}: metadata field '{field}' names tensor '{key}', which the file does not "
+                                  "hold: the file is damaged")
+        return tensors[key]
+
+    if not all(isinstance(n, str) for n in names):
+        raise CheckpointError(f"{path}: metadata field 'param_names': expected a list of names: the file is damaged")
+    params = {name: tensor(f"param/{name}", "param_names") for name in names}
+    _floating(tensors, [f"param/{n}" for n in names], path)
     opt_state = {}
     for index, entry in layout.items():
-        opt_state[int(index)] = {key: tensors[f"optim/{index}/{key}"] if value == "tensor" else value
-                                 for key, value in entry.items()}
-    scheduler = json.loads(metadata["scheduler"])
+        if not index.isdigit() or not isinstance(entry, dict):
+            raise CheckpointError(f"{path}: metadata field 'optimizer_layout': entry {index!r} is not a "
+                                  "parameter index with its state: the file is damaged")
+        opt_state[int(index)] = {key: tensor(f"optim/{index}/{key}", "optimizer_layout") if value == "tensor"
+                                 else value for key, value in entry.items()}
+    if not all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups):
+        raise CheckpointError(f"{path}: metadata field 'optimizer_groups': expected parameter groups with "
+                              "'params': the file is damaged")
+    if not isinstance(scheduler.get("base_lrs"), list):
+        raise CheckpointError(f"{path}: metadata field 'scheduler': 'base_lrs' is missing: the file is damaged")
+    step = state.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise CheckpointError(f"{path}: metadata field 'state': 'step' must be a count ≥ 0, got {step!r}: "
+                              "the file is damaged")
+    rng = tensor("rng/torch", "rng")
+    if rng.dtype != torch.uint8 or rng.dim() != 1:
+        raise CheckpointError(f"{path}: tensor 'rng/torch' must be a 1-D uint8 tensor: the file is damaged")
     scheduler["lr_lambdas"] = [None] * len(scheduler["base_lrs"])  # plain functions, rebuilt from the config
     return {
         "params": params,
-        "optimizer": {"state": opt_state, "param_groups": json.loads(metadata["optimizer_groups"])},
+        "optimizer": {"state": opt_state, "param_groups": groups},
         "scheduler": scheduler,
-        "state": json.loads(metadata["state"]),
-        "rng": tensors["rng/torch"],
+        "state": state,
+        "rng": rng,
     }

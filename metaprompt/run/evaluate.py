@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from pathlib import Path
@@ -12,7 +11,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from episodes import episodes_sha256, read_episode_file
+from episodes import episodes_sha256
 from metaprompt.config import Config, DataConfig
 from metaprompt.meta.algorithms import build_algorithm
 from metaprompt.meta.engines import build_engine
@@ -21,10 +20,12 @@ from metaprompt.peft import method_label
 from metaprompt.run.adaptation import adapt_and_score
 from metaprompt.run.checkpoint import load_init
 from metaprompt.run.eval_progress import PARTIAL_FILE, EpisodeScores, eval_fingerprint
+from metaprompt.run.integrity import check_data_unchanged, data_record, read_test_episodes
+from metaprompt.run.jsonio import dumps_strict, read_json
 from metaprompt.run.provenance import drift_message, git_commit, peak_rss_mb, provenance, version_drift
 from metaprompt.run.reference import centroid_reference
 from metaprompt.run.setup import Setup, build_setup, fixed_episodes
-from metaprompt.run.stats import fmt_pct, mean_ci95
+from metaprompt.run.stats import ci95_note, fmt_pct, mean_ci95
 from metaprompt.run.train import BEST_FILE, CONFIG_FILE, RUN_FILE
 
 RESULTS_FILE = "results.json"
@@ -36,21 +37,18 @@ class EvalError(ValueError):
 
 
 def test_episodes(setup: Setup, count: int) -> tuple[dict, list, str]:
-    """The fixed test episodes: ``data.test_episodes_file`` if given, else seeded ones."""
+    """The fixed test episodes: ``data.test_episodes_file`` if given (checked against the run's
+    test classes, see :func:`metaprompt.run.integrity.read_test_episodes`), else seeded ones."""
     cfg = setup.cfg
     if cfg.data.test_episodes_file:
-        stored = read_episode_file(cfg.data.test_episodes_file)
-        stored.check_against(setup.dataset)
+        stored = read_test_episodes(setup)
         header = stored.header
-        for key in ("n_way", "k_shot", "n_query"):
-            if header.get(key) != getattr(cfg.data, key):
-                raise EvalError(f"{cfg.data.test_episodes_file}: {key}={header.get(key)} but the config says "
-                                f"data.{key}={getattr(cfg.data, key)}")
         episodes = stored.episodes[:count]
         if len(episodes) < count:
             raise EvalError(f"{cfg.data.test_episodes_file} has {len(stored.episodes)} episodes, {count} asked for")
+        # the first ``count`` episodes: the hash of the file that would hold just them
         return header, episodes, stored.sha256 if len(episodes) == len(stored.episodes) else \
-            episodes_sha256(header, episodes)
+            episodes_sha256({**header, "count": len(episodes)}, episodes)
     header, episodes = fixed_episodes(setup, "test", count, cfg.eval.seed)
     return header, episodes, episodes_sha256(header, episodes)
 
@@ -113,7 +111,8 @@ def score_init(setup: Setup, params: dict[str, torch.Tensor], episodes, label: s
         accuracies.append(accuracy)
         times.append(seconds)
     mean, ci = mean_ci95(accuracies)
-    return {"init": label, "accuracy_mean": mean, "accuracy_ci95": ci, "accuracies_per_episode": accuracies,
+    return {"init": label, "accuracy_mean": mean, "accuracy_ci95": ci, **_ci_note(len(accuracies)),
+            "accuracies_per_episode": accuracies,
             "seconds": sum(times), "seconds_per_episode": sum(times) / len(episodes),
             "episodes_resumed": len(done), **({"selected": selected} if selected else {})}
 
@@ -121,7 +120,10 @@ def score_init(setup: Setup, params: dict[str, torch.Tensor], episodes, label: s
 def load_meta_params(run_dir: Path, setup: Setup) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     path = run_dir / BEST_FILE
     if not path.is_file():
-        raise EvalError(f"{path} not found: train the run first (metaprompt train ... --out {run_dir})")
+        hint = (f"continue its training with `metaprompt train --resume {run_dir}`"
+                if (run_dir / "checkpoint.safetensors").is_file() else
+                f"train it with `metaprompt train --config {run_dir / CONFIG_FILE} --out NEW_RUN_DIR`")
+        raise EvalError(f"{path} not found: the run has no meta-learned init yet; {hint}")
     tensors, info = load_init(path)
     trained, here = info.get("base_model"), setup.backbone.facts()
     if isinstance(trained, dict):  # inits written before base models were recorded: the shape check below
@@ -148,11 +150,9 @@ def load_meta_params(run_dir: Path, setup: Setup) -> tuple[dict[str, torch.Tenso
 
 def _trained_versions_drift(run_dir: Path) -> dict[str, tuple[str, str]]:
     """The numeric packages whose versions differ from the training run's (``run.json``); warned."""
-    try:
-        trained = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8")).get("versions")
-    except (OSError, ValueError, AttributeError):
-        return {}
-    drift = version_drift(trained)
+    where = run_dir / RUN_FILE
+    info = read_json(where, EvalError, "run record") if where.is_file() else {}
+    drift = version_drift(info.get("versions") if isinstance(info, dict) else None)
     if drift:
         log.warning(drift_message(f"the run in {run_dir}", drift, "this evaluation"))
     return drift
@@ -160,8 +160,11 @@ def _trained_versions_drift(run_dir: Path) -> dict[str, tuple[str, str]]:
 
 def evaluate(run_dir: str | Path, overrides: list[str] = (), episodes: int | None = None,
              json_path: str | Path | None = None, inits: tuple[str, ...] = ("pretrained", "meta"),
-             setup: Setup | None = None) -> dict[str, Any]:
-    """Score ``inits`` of the run in ``run_dir``; ``setup``: reuse one built from its config."""
+             setup: Setup | None = None, allow_data_change: bool = False) -> dict[str, Any]:
+    """Score ``inits`` of the run in ``run_dir``; ``setup``: reuse one built from its config.
+
+    The data and split files must be the ones the run was trained on (their sha256 in run.json);
+    ``allow_data_change``: score anyway, with the warning written into the results."""
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise EvalError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
@@ -171,6 +174,7 @@ def evaluate(run_dir: str | Path, overrides: list[str] = (), episodes: int | Non
     if setup is None:
         setup = build_setup(Config.load(run_dir / CONFIG_FILE, list(overrides) + extra))
     cfg = setup.cfg
+    data_warnings = check_data_unchanged(setup, run_dir, allow_data_change)  # the data the run was trained on?
     drift = _trained_versions_drift(run_dir)
     meta_params, info = load_meta_params(run_dir, setup) if "meta" in inits else (None, None)
     header, test, sha = test_episodes(setup, episodes or cfg.eval.episodes)
@@ -184,7 +188,7 @@ def evaluate(run_dir: str | Path, overrides: list[str] = (), episodes: int | Non
         accs, seconds = centroid_reference(setup, test)
         mean, ci = mean_ci95(accs)
         references.append({"name": "nearest_centroid_mean_pooled", "accuracy_mean": mean, "accuracy_ci95": ci,
-                           "accuracies_per_episode": accs, "seconds": seconds,
+                           **_ci_note(len(accs)), "accuracies_per_episode": accs, "seconds": seconds,
                            "description": "no training: nearest class centroid of mean-pooled backbone "
                                           "embeddings of the plain texts (cosine)"})
     d = cfg.data
@@ -194,6 +198,10 @@ def evaluate(run_dir: str | Path, overrides: list[str] = (), episodes: int | Non
     results = {
         "label": cfg.label, "dataset": d.dataset, "n_way": d.n_way, "k_shot": d.k_shot, "n_query": d.n_query,
         "meta_train_dataset": trained_on.get("dataset", DataConfig.dataset) if "meta" in inits else None,
+        "split": "test", "test_classes": [int(c) for c in setup.dataset.splits.test],
+        "episodes_file": str(Path(cfg.data.test_episodes_file).resolve()) if cfg.data.test_episodes_file else None,
+        "data_files": data_record(setup),
+        **({"data_change_warnings": data_warnings} if data_warnings else {}),
         "n_episodes": len(test), "episodes_sha256": sha, "episodes_seed": header.get("seed"),
         "model": cfg.model.name, "seed": cfg.seed, "commit": git_commit(),
         "seeds": {"train": cfg.seed, "val": cfg.train.val_seed, "test": header.get("seed")},
@@ -208,7 +216,7 @@ def evaluate(run_dir: str | Path, overrides: list[str] = (), episodes: int | Non
         "provenance": provenance(), "config": cfg.to_dict(),
         "version_drift": {name: {"trained": old, "evaluated": new} for name, (old, new) in drift.items()},
     }
-    text = json.dumps(results, indent=2)
+    text = dumps_strict(results, indent=2)
     (run_dir / RESULTS_FILE).write_text(text, encoding="utf-8")
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
@@ -216,6 +224,12 @@ def evaluate(run_dir: str | Path, overrides: list[str] = (), episodes: int | Non
     scores.remove()
     print(format_table(results))
     return results
+
+
+def _ci_note(n: int) -> dict[str, str]:
+    """``accuracy_ci95_note``: why ``accuracy_ci95`` is null (one episode), when it is."""
+    note = ci95_note(n)
+    return {"accuracy_ci95_note": note} if note else {}
 
 
 def format_table(results: dict[str, Any]) -> str:

@@ -43,8 +43,12 @@ import torch
 
 from metaprompt import compat
 from metaprompt.config import Config
-from metaprompt.run.checkpoint import CheckpointError, load_init, save_init
+from metaprompt.run.checkpoint import CheckpointError, atomic_save, load_init, save_init
+from metaprompt.run.integrity import check_data_unchanged
+from metaprompt.run.jsonio import dumps_strict, read_json
 from metaprompt.run.provenance import git_commit
+from metaprompt.run.stats import fmt_pct
+from metaprompt.run.tensorfile import canonicalize_file
 from metaprompt.run.train import BEST_FILE, CONFIG_FILE, RUN_FILE
 
 EXPORT_FORMAT = "metaprompt.export/v1"
@@ -102,19 +106,35 @@ def _title(cfg: Config) -> str:
     return f"Meta-learned init: {what}, {cfg.verbalizer.kind} verbalizer"
 
 
+def _score(row: Any, path: Path, where: str, name_key: str) -> tuple[str, dict[str, Any]]:
+    """One row of results.json, checked: a hand-edited file is an error naming the field."""
+    def number(key: str, optional: bool) -> Any:
+        value = row.get(key)
+        if (value is None and optional) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+            return value
+        raise ExportError(f"{path}: field '{where}.{key}': expected a number, got {json.dumps(value)[:40]}")
+
+    if not isinstance(row, dict) or not isinstance(row.get(name_key), str):
+        raise ExportError(f"{path}: field '{where}.{name_key}': expected a name (the file is damaged or hand-edited)")
+    return row[name_key], {"accuracy_mean": number("accuracy_mean", False),
+                           "accuracy_ci95": number("accuracy_ci95", True)}
+
+
 def _metrics(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "results.json"
     if not path.is_file():
         return {}
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ExportError(f"{path}: not valid JSON ({err})") from None
-    out: dict[str, Any] = {r["init"]: {"accuracy_mean": r["accuracy_mean"], "accuracy_ci95": r["accuracy_ci95"]}
-                           for r in results.get("results", [])}
-    for ref in results.get("references", []):
-        out[f"reference: {ref['name']}"] = {"accuracy_mean": ref["accuracy_mean"],
-                                            "accuracy_ci95": ref["accuracy_ci95"]}
+    results = read_json(path, ExportError, "results file")
+    if not isinstance(results, dict):
+        raise ExportError(f"{path}: expected a JSON object, got {type(results).__name__}")
+    out: dict[str, Any] = {}
+    for key, prefix, name_key in (("results", "", "init"), ("references", "reference: ", "name")):
+        rows = results.get(key, [])
+        if not isinstance(rows, list):
+            raise ExportError(f"{path}: field '{key}': expected a list")
+        for i, row in enumerate(rows):
+            name, score = _score(row, path, f"{key}[{i}]", name_key)
+            out[prefix + name] = score
     out["n_episodes"] = results.get("n_episodes")
     out["episodes_sha256"] = results.get("episodes_sha256")
     out["adaptation"] = results.get("adaptation")
@@ -122,11 +142,14 @@ def _metrics(run_dir: Path) -> dict[str, Any]:
     return out
 
 
-def export_run(run_dir: str | Path, out: str | Path, fmt: str = "native", verify: bool = True) -> Path:
+def export_run(run_dir: str | Path, out: str | Path, fmt: str = "native", verify: bool = True,
+               allow_data_change: bool = False) -> Path:
     """Export the best init of ``run_dir`` to the new directory ``out`` (see the module docstring).
 
     ``verify``: for ``peft``, load the written peft files with peft and check that they give
-    metaprompt's ``[MASK]`` states (the result is stored in ``metaprompt.json``)."""
+    metaprompt's ``[MASK]`` states (the result is stored in ``metaprompt.json``).
+    ``allow_data_change``: export although the data or split file differs from the one the run
+    was trained on (the warning is written into ``metaprompt.json``)."""
     run_dir, out = Path(run_dir), Path(out)
     if fmt not in FORMATS:
         raise ExportError(f"export format '{fmt}' is not available (available: {', '.join(FORMATS)})")
@@ -144,6 +167,9 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "native", verify
     from metaprompt.run.setup import build_setup
 
     setup = build_setup(cfg)  # the classifier exactly as in training (fixed prompts, label words, injection)
+    data_warnings = check_data_unchanged(setup, run_dir, allow_data_change)  # the data the run was trained on?
+    training = read_json(run_dir / RUN_FILE, ExportError, "run record") if (run_dir / RUN_FILE).is_file() else {}
+    training = training if isinstance(training, dict) else {}
     classifier = setup.classifier
     expected = classifier.init_params()
     missing = [k for k in expected if k not in learned]
@@ -155,15 +181,15 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "native", verify
             raise ExportError(f"{run_dir / BEST_FILE}: '{name}' has shape {tuple(learned[name].shape)}, the run's "
                               f"model needs {tuple(value.shape)}")
     # Groups that were not meta-learned are constants of the classifier: export them too.
-    tensors = {**{k: v.detach().cpu() for k, v in classifier.fixed.items()}, **learned}
+    fixed = {k: v.detach().cpu() for k, v in classifier.fixed.items()}
+    bad = next((k for k, v in fixed.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:  # the learned tensors were checked when run_dir/best.safetensors was read
+        raise ExportError(f"'{bad}' (a fixed tensor built from {run_dir / CONFIG_FILE} and model "
+                          f"'{cfg.model.name}', not meta-learned) has non-finite values: the base model's weights "
+                          "are damaged")
+    tensors = {**fixed, **learned}
     dataset = setup.dataset
     splits = dataset.splits
-    training = {}
-    if (run_dir / RUN_FILE).is_file():
-        try:
-            training = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            training = {}
     from metaprompt.run.setup import label_word_ids
 
     words = label_word_ids(setup.backbone.tokenizer, dataset.label_words)
@@ -191,6 +217,7 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "native", verify
         "metrics": _metrics(run_dir),
         "commit": git_commit(),
         "config": original.to_dict(),
+        **({"data_change_warnings": data_warnings} if data_warnings else {}),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -202,7 +229,9 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "native", verify
                 print(f"note: {meta['peft']['reason']}")
         meta["files"] = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
         meta["files"] += [META_FILE, CARD_FILE]
-        (staging / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        for written in staging.rglob("*.safetensors"):  # transformers' and peft's files too: same bytes every time
+            canonicalize_file(written)
+        (staging / META_FILE).write_text(dumps_strict(meta, indent=2), encoding="utf-8")
         (staging / CARD_FILE).write_text(model_card(meta), encoding="utf-8")
         if out.exists():
             out.rmdir()  # empty (checked above)
@@ -287,12 +316,10 @@ def _auto_class(setup) -> str:
 
 
 def _save_verbalizer(path: Path, params: dict[str, torch.Tensor]) -> None:
-    from safetensors.torch import save_file
-
     tensors = {k: v.detach().cpu().contiguous() for k, v in params.items()}
     if not tensors:
         tensors = {"_empty": torch.zeros(0)}  # safetensors needs one tensor; the verbalizer learns nothing
-    save_file(tensors, str(path), metadata={"format": "metaprompt.verbalizer/v1"})
+    atomic_save(tensors, {"format": "metaprompt.verbalizer/v1"}, path)
 
 
 def _fresh_model(setup):
@@ -572,7 +599,7 @@ def model_card(meta: dict[str, Any]) -> str:
                   "| init | accuracy (%) |", "|---|---|"]
         for key in rows:
             m = metrics[key]
-            lines.append(f"| {key} | {100 * m['accuracy_mean']:.1f} ± {100 * m['accuracy_ci95']:.1f} |")
+            lines.append(f"| {key} | {fmt_pct(m['accuracy_mean'], m['accuracy_ci95'])} |")
         if adaptation:
             lines += ["", f"Adaptation per episode: {adaptation.get('mode')}, {adaptation.get('steps')} steps, "
                           f"lr {adaptation.get('lr')} (`metaprompt eval`)."]

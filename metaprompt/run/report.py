@@ -334,7 +334,7 @@ def paired(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any]
 def ci_relation(meta: dict[str, Any], pre: dict[str, Any]) -> str:
     """'above', 'below' or 'overlap': the meta-learned init's 95% CI against the pretrained one's."""
     m, mc, p, pc = meta["accuracy_mean"], meta["accuracy_ci95"], pre["accuracy_mean"], pre["accuracy_ci95"]
-    if any(math.isnan(v) for v in (mc, pc)):
+    if any(v is None or math.isnan(v) for v in (mc, pc)):  # no CI (one episode): null in the JSON
         return "overlap"
     if m - mc > p + pc:
         return "above"
@@ -355,7 +355,8 @@ def verdict(entry: Entry) -> tuple[str, bool]:
         paired_text = "no per-episode accuracies for a paired test"
         sig = 0
     else:
-        sig = 1 if d["mean"] - d["ci"] > 0 else (-1 if d["mean"] + d["ci"] < 0 else 0)
+        ci = d["ci"] if d["ci"] is not None else math.inf  # one episode: no CI, nothing is significant
+        sig = 1 if d["mean"] - ci > 0 else (-1 if d["mean"] + ci < 0 else 0)
         paired_text = {1: "paired Δ > 0", -1: "paired Δ < 0", 0: "paired Δ not different from 0"}[sig]
     if rel == "above":
         return f"**wins**: 95% CIs do not overlap; {paired_text}", True
@@ -837,6 +838,10 @@ def build_report(paths: Sequence[str | Path], out_dir: str | Path, title: str | 
                   "Rows of every study on the same test episodes side by side (bold: best of the column within a "
                   "data set and shot; rows copied from another study are left out).", "", *overview_table(entries),
                   ""]
+    changed = [(e, w) for e in entries for w in e.results.get("data_change_warnings") or []]
+    if changed:  # scored with --allow-data-change: said where nobody can miss it
+        lines += ["## Warning: rows scored on changed data", "",
+                  *[f"- {e.study} / {e.cell}: {w}" for e, w in changed], ""]
     lines += provenance_section(entries, out_dir)
     path = out_dir / REPORT_FILE
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -82,7 +82,25 @@ def tokenize_dataset(dataset: TextDataset, template: Template, cache: bool = Tru
                               new_fingerprint=digest,
                               remove_columns=[c for c in dataset.table.column_names if c != "label"],
                               desc=f"tokenizing {dataset.name}")
-    return [list(ids) for ids in table["ids"]]
+    tokens = [list(ids) for ids in table["ids"]]
+    empty = [i for i, ids in enumerate(tokens) if not ids]
+    if empty:
+        _refuse_empty_texts(dataset, empty, getattr(tok, "name_or_path", type(tok).__name__))
+    return tokens
+
+
+def _refuse_empty_texts(dataset: TextDataset, empty: list[int], tokenizer: str) -> None:
+    """Texts that give no tokens at all (e.g. only accents or symbols the tokenizer drops): an error
+    naming the lines, found once per data file and tokenizer (``data check`` finds the texts of
+    only invisible characters without a model)."""
+    from episodes import DataError
+    from episodes.jsonl import scan_data_file
+
+    lines = scan_data_file(dataset.path, keep_texts=False).lines  # example id -> line (the error path only)
+    where = [str(lines[i]) if i < len(lines) else f"example {i}" for i in empty]
+    raise DataError(f"{dataset.path}:{where[0]}: field 'text': {ascii(dataset.texts[empty[0]][:40])} tokenizes to nothing with "
+                    f"the tokenizer of {tokenizer} ({len(empty)} such text(s), on line(s) "
+                    f"{', '.join(where[:10])}{' …' if len(where) > 10 else ''}); remove them or give them words")
 
 
 @dataclass

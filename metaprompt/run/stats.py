@@ -5,19 +5,33 @@ import math
 from typing import Sequence
 
 
-def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
+def mean_ci95(values: Sequence[float]) -> tuple[float | None, float | None]:
     """Mean and half-width of the 95% confidence interval (normal approximation, 1.96·s/√n),
-    the convention of the few-shot literature."""
+    the convention of the few-shot literature. None where it cannot be computed: the mean of
+    no values, the CI of fewer than two (see :func:`ci95_note`); results files hold null there,
+    never NaN, which is not JSON."""
     values = [float(v) for v in values]
     n = len(values)
     if n == 0:
-        return float("nan"), float("nan")
+        return None, None
     mean = sum(values) / n
     if n < 2:
-        return mean, float("nan")
+        return mean, None
     var = sum((v - mean) ** 2 for v in values) / (n - 1)
     return mean, 1.96 * math.sqrt(var / n)
 
 
-def fmt_pct(mean: float, ci: float) -> str:
-    return f"{100 * mean:.1f} ± {100 * ci:.1f}"
+def ci95_note(n: int) -> str | None:
+    """Why there is no CI for ``n`` values (None when there is one)."""
+    if n >= 2:
+        return None
+    return f"a 95% CI needs at least 2 episodes, got {n}"
+
+
+def fmt_pct(mean: float | None, ci: float | None) -> str:
+    """``"71.3 ± 2.1"``; ``n/a`` for a mean or CI that could not be computed."""
+    def ok(x):
+        return x is not None and math.isfinite(x)
+
+    return f"{100 * mean:.1f} ± {100 * ci:.1f}" if ok(mean) and ok(ci) else \
+        f"{100 * mean:.1f} ± n/a" if ok(mean) else "n/a"

@@ -35,6 +35,8 @@ from metaprompt.meta.engines import build_engine
 from metaprompt.run.adaptation import adapt_and_score
 from metaprompt.run.checkpoint import load_checkpoint, save_checkpoint, save_init
 from metaprompt.run.distributed import Group, init_group
+from metaprompt.run.integrity import check_data_unchanged, check_test_source, data_record, pinned_config
+from metaprompt.run.jsonio import dumps_strict
 from metaprompt.run.provenance import peak_rss_mb, provenance
 from metaprompt.run.setup import Setup, build_setup, fixed_episodes, resolve_device
 from metaprompt.run.stats import mean_ci95
@@ -172,7 +174,7 @@ class _Metrics:
         self.handle = open(path, "a", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
-        self.handle.write(json.dumps(record) + "\n")
+        self.handle.write(dumps_strict(record) + "\n")  # a skipped step's NaN loss: null, never NaN
         self.handle.flush()
 
     def close(self) -> None:
@@ -237,8 +239,10 @@ def _train(cfg: Config, run_dir: Path, resume: bool, setup: Setup | None, group:
     scheduler = make_scheduler(cfg, optimizer, total_steps)
     sampler = setup.sampler("train", cfg.seed)
     _, val_episodes = fixed_episodes(setup, "val", cfg.train.val_episodes, cfg.train.val_seed)
-    if not cfg.data.test_episodes_file:
-        setup.sampler("test", cfg.eval.seed)  # too few test classes or examples: fail now, not after training
+    check_test_source(setup)  # an unusable test episode file, too few test examples: fail now, not after training
+    if resume:  # a resumed run trains on the data it started with
+        check_data_unchanged(setup, run_dir, allow=False,
+                             remedy="start a new run on the new data (metaprompt train --out NEW_RUN)")
     val_slots = list(group.slots(len(val_episodes)))  # this process's share of the validation episodes
     val_tasks = [setup.task(val_episodes[i], i) for i in val_slots]
     counts = classifier.count({k: v for k, v in params.items() if not k.startswith(LR_PREFIX)})
@@ -266,10 +270,10 @@ def _train(cfg: Config, run_dir: Path, resume: bool, setup: Setup | None, group:
         metrics = _NoMetrics()
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / CONFIG_FILE).write_text(cfg.to_yaml(), encoding="utf-8")
+        (run_dir / CONFIG_FILE).write_text(pinned_config(cfg, setup).to_yaml(), encoding="utf-8")  # absolute paths
         info = {**provenance(), "trainable_params": counts, "dataset_sha256": setup.dataset.sha256,
-                "model": cfg.model.name, "distributed": group.describe()}
-        (run_dir / RUN_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
+                "data_files": data_record(setup), "model": cfg.model.name, "distributed": group.describe()}
+        (run_dir / RUN_FILE).write_text(dumps_strict(info, indent=2), encoding="utf-8")
         metrics = _Metrics(run_dir / METRICS_FILE)
     if group.is_main:
         print(f"trainable parameters (meta-learned): {counts['total']:,} "
@@ -364,7 +368,8 @@ def _train(cfg: Config, run_dir: Path, resume: bool, setup: Setup | None, group:
             loss = sum(losses) / len(losses)
             accuracy = sum(accuracies) / len(accuracies)
             metrics.write({"step": state.step, "episodes": state.step * cfg.meta.meta_batch, "loss": loss,
-                           "accuracy": accuracy, "lr": scheduler.get_last_lr()[0]})
+                           "accuracy": accuracy, "lr": scheduler.get_last_lr()[0],
+                           **({} if stats.finite else {"skipped": "non-finite loss or gradient"})})
             if wandb_run:
                 wandb_run.log({"train/loss": loss, "train/accuracy": accuracy}, step=state.step)
             bar.update(1)
@@ -403,7 +408,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, setup: Setup | None, group:
     if setup.device.type == "cuda":  # the largest of the processes
         summary["peak_gpu_memory_mb"] = group.maximum(torch.cuda.max_memory_allocated(setup.device) / 2**20)
     if group.is_main:
-        (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        (run_dir / SUMMARY_FILE).write_text(dumps_strict(summary, indent=2), encoding="utf-8")
         gpu = f", peak GPU memory {summary['peak_gpu_memory_mb']:.0f} MB" if "peak_gpu_memory_mb" in summary else ""
         print(f"meta-training speed: {eps:.2f} episodes/s over {group.world_size} process(es){gpu}")
     group.barrier()
