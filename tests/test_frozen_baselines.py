@@ -1,0 +1,83 @@
+"""Baselines on frozen mean-pooled embeddings: the classifiers, the label-word example, the embedder."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from episodes import Episode
+from metaprompt.model.backbone import load_backbone
+from metaprompt.run.frozen_baselines import (CLASSIFIERS, MeanPooledEmbedder, episode_accuracy, label_word_text,
+                                             score)
+
+DIRECTIONS = torch.eye(4)[:3] * 3.0  # three classes, well apart
+
+
+class FakeEmbedder:
+    """Texts named 'c<class>-<i>' lie near their class direction; a label-word text on it exactly."""
+
+    def __init__(self, noise: float, misleading_support: bool = False):
+        self.noise, self.misleading = noise, misleading_support
+
+    def __call__(self, texts):
+        out = []
+        for text in texts:
+            if text.startswith("words"):
+                out.append(DIRECTIONS[int(text[-1])])
+                continue
+            c, i = (int(x) for x in text[1:].split("-"))
+            g = torch.Generator().manual_seed(100 * c + i)
+            base = DIRECTIONS[(c + 1) % 3] if self.misleading and i == 0 else DIRECTIONS[c]
+            out.append(base + self.noise * torch.randn(4, generator=g))
+        return torch.stack(out)
+
+
+TEXTS = [f"c{c}-{i}" for c in range(3) for i in range(10)]
+EPISODE = Episode(classes=(0, 1, 2), support=(0, 10, 20), query=tuple(i for i in range(30) if i % 10))
+WORDS = {0: ["words", "0"], 1: ["words", "1"], 2: ["words", "2"]}
+
+
+@pytest.mark.parametrize("method", list(CLASSIFIERS))
+def test_clean_embeddings_are_classified_perfectly(method):
+    assert episode_accuracy(method, FakeEmbedder(0.1), TEXTS, EPISODE) == 1.0
+
+
+@pytest.mark.parametrize("method", list(CLASSIFIERS))
+def test_label_words_count_as_one_more_support_example(method):
+    # each class's one support example lies on the next class's direction: alone it misleads every
+    # query; with the label words as a second example of the right class, the centroid is between
+    misled = episode_accuracy(method, FakeEmbedder(0.05, misleading_support=True), TEXTS, EPISODE)
+    helped = episode_accuracy(method, FakeEmbedder(0.05, misleading_support=True), TEXTS, EPISODE, WORDS)
+    assert misled == 0.0
+    assert helped > misled
+    assert label_word_text(["a", "b"]) == "a b"
+
+
+def test_unknown_method_is_refused():
+    with pytest.raises(ValueError, match="not one of centroid, linear_probe"):
+        episode_accuracy("svm", FakeEmbedder(0.1), TEXTS, EPISODE)
+
+
+def test_linear_probe_regularisation_is_passed_through():
+    strong = episode_accuracy("linear_probe", FakeEmbedder(1.5), TEXTS, EPISODE, C=1e-6)
+    weak = episode_accuracy("linear_probe", FakeEmbedder(1.5), TEXTS, EPISODE, C=1e6)
+    assert 0.0 <= strong <= 1.0 and 0.0 <= weak <= 1.0
+    accs, seconds = score("linear_probe", FakeEmbedder(0.1), TEXTS, [EPISODE, EPISODE], C=1.0)
+    assert accs == [1.0, 1.0] and seconds >= 0
+
+
+def test_embedder_mean_pools_real_tokens_once_per_text(tiny_models):
+    backbone = load_backbone(tiny_models("bert"))
+    embed = MeanPooledEmbedder(backbone, max_length=8, batch_size=2)
+    texts = ["sports game today", "a", "sports game today", "music and songs and more words than eight"]
+    out = embed(texts)
+    assert out.shape == (4, backbone.hidden_size)
+    torch.testing.assert_close(out[0], out[2])
+    assert len(embed._cache) == 3
+    # the same text alone, unpadded, gives the same vector: padding does not enter the mean
+    alone = MeanPooledEmbedder(backbone, max_length=8)(["a"])
+    torch.testing.assert_close(out[1], alone[0], atol=1e-5, rtol=1e-4)
+    # truncation: the long text equals its first 8 word pieces (with [CLS]/[SEP])
+    tok = backbone.tokenizer
+    ids = tok(texts[3], truncation=True, max_length=8)["input_ids"]
+    short = tok.decode(ids[1:-1])
+    torch.testing.assert_close(out[3], MeanPooledEmbedder(backbone, max_length=8)([short])[0], atol=1e-5, rtol=1e-4)
