@@ -18,6 +18,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from metaprompt.errors import UserError
+
 log = logging.getLogger(__name__)
 
 #: Aliases for models that ship inside a PyPI package (no hub access needed).
@@ -31,7 +33,7 @@ OFFLINE_ALIASES = {
 ARCHITECTURE_FACTS = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(UserError, ValueError):
     """The model name or directory does not give a usable masked-LM backbone."""
 
 

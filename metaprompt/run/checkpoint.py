@@ -18,11 +18,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from metaprompt.errors import UserError
+
 CHECKPOINT_FORMAT = "metaprompt.checkpoint/v1"
 INIT_FORMAT = "metaprompt.init/v1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     pass
 
 

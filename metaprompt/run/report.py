@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from metaprompt.config import Config, ConfigError
+from metaprompt.errors import UserError
 from metaprompt.run.stats import mean_ci95
 
 REPORT_FILE = "report.md"
@@ -45,7 +46,7 @@ STUDY_ORDER = ("main", "frozen", "ood", "templates", "peft")  # the studies of e
 SKIP_DIRS = {".git", ".venv", "__pycache__", "wandb", "export"}
 
 
-class ReportError(ValueError):
+class ReportError(UserError, ValueError):
     """Nothing to report, or an input that is not a results JSON."""
 
 
