@@ -27,7 +27,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="new run directory")
     p.add_argument("--init", choices=list(INITS), default="both",
                    help="pretrained: no meta-training; meta / both: meta-train first (default both)")
-    p.add_argument("--json", type=Path, help="also write the results JSON here")
+    p.add_argument("--json", type=Path, help="also write the results JSON here (a new file)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, also a method default (repeatable)")
     return p
@@ -36,26 +36,31 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     from metaprompt.config import Config
     from metaprompt.peft import baseline_overrides
-    from metaprompt.run.evaluate import evaluate
+    from metaprompt.run.evaluate import check_test_episodes, evaluate
     from metaprompt.run.provenance import provenance
+    from metaprompt.run.rundir import (CONFIG_FILE, RUN_FILE, RunDirError, check_output_file, check_run_dir, owned,
+                                       used_entries)
     from metaprompt.run.setup import build_setup
-    from metaprompt.run.train import CONFIG_FILE, RUN_FILE, check_run_dir, train
+    from metaprompt.run.train import train
 
     defaults = baseline_overrides(args.method)
     cfg = Config.load(args.config, [*defaults, *args.overrides])
     print(f"{args.method}: method defaults {', '.join(defaults)} (--set overrides them)")
     check_run_dir(args.out, resume=False)
+    if args.json is not None:
+        check_output_file(args.json, "--json")
     setup = build_setup(cfg)  # everything is checked before the run directory exists
-    if not cfg.data.test_episodes_file:
-        setup.sampler("test", cfg.eval.seed)  # too few test classes or examples: fail before writing anything
-    if args.init == "pretrained":
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / CONFIG_FILE).write_text(cfg.to_yaml(), encoding="utf-8")
-        counts = setup.classifier.count(setup.classifier.init_params())
-        info = {**provenance(), "trainable_params": counts, "dataset_sha256": setup.dataset.sha256,
-                "model": cfg.model.name, "meta_training": None}
-        (args.out / RUN_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
-    else:
-        train(cfg, args.out, setup=setup)
-    evaluate(args.out, json_path=args.json, inits=INITS[args.init], setup=setup)
+    check_test_episodes(setup)  # too few test classes or examples, a missing episode file: fail before writing
+    with owned(args.out, "baseline"):  # one owner for training and evaluation
+        if used_entries(args.out):
+            raise RunDirError(f"run directory {args.out} was written by another process meanwhile; choose another --out")
+        if args.init == "pretrained":
+            (args.out / CONFIG_FILE).write_text(cfg.to_yaml(), encoding="utf-8")
+            counts = setup.classifier.count(setup.classifier.init_params())
+            info = {**provenance(), "trainable_params": counts, "dataset_sha256": setup.dataset.sha256,
+                    "model": cfg.model.name, "meta_training": None}
+            (args.out / RUN_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
+        else:
+            train(cfg, args.out, setup=setup)
+        evaluate(args.out, json_path=args.json, inits=INITS[args.init], setup=setup)
     return 0

@@ -31,9 +31,11 @@ the export checks it by loading its own peft files and comparing ``[MASK]`` stat
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -42,9 +44,10 @@ from typing import Any
 import torch
 
 from metaprompt.config import Config
-from metaprompt.run.checkpoint import CheckpointError, load_init, save_init
+from metaprompt.errors import UserError
+from metaprompt.run.checkpoint import CheckpointError, check_finite, load_init, save_init
 from metaprompt.run.provenance import git_commit
-from metaprompt.run.train import BEST_FILE, CONFIG_FILE, RUN_FILE
+from metaprompt.run.rundir import BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, RESULTS_FILE, RUN_FILE, owned
 
 EXPORT_FORMAT = "metaprompt.export/v1"
 FORMATS = ("native", "peft")
@@ -61,7 +64,7 @@ VERIFY_TOLERANCE = 1e-4  # the export's own check of its peft files (tests hold 
 _PROBE_TEXTS = ("a short probe sentence", "another one , about the news today", "x")
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """A run cannot be exported, or an export cannot be read (the message says why)."""
 
 
@@ -102,13 +105,18 @@ def _title(cfg: Config) -> str:
 
 
 def _metrics(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "results.json"
+    """The scores of the model card: the run's evaluation of its meta-learned init (results.json)."""
+    path = run_dir / RESULTS_FILE
     if not path.is_file():
         return {}
     try:
         results = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ExportError(f"{path}: not valid JSON ({err})") from None
+    if not any(r.get("init") == "meta" for r in results.get("results", [])):
+        print(f"note: {path} has no score of the meta-learned init; the model card shows no accuracy "
+              f"(`metaprompt eval {run_dir}` scores it)", file=sys.stderr)
+        return {}
     out: dict[str, Any] = {r["init"]: {"accuracy_mean": r["accuracy_mean"], "accuracy_ci95": r["accuracy_ci95"]}
                            for r in results.get("results", [])}
     for ref in results.get("references", []):
@@ -129,16 +137,34 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "native", verify
     run_dir, out = Path(run_dir), Path(out)
     if fmt not in FORMATS:
         raise ExportError(f"export format '{fmt}' is not available (available: {', '.join(FORMATS)})")
-    if not (run_dir / CONFIG_FILE).is_file() or not (run_dir / BEST_FILE).is_file():
+    if not (run_dir / CONFIG_FILE).is_file():
         raise ExportError(f"{run_dir} is not a trained run (needs {CONFIG_FILE} and {BEST_FILE})")
+    if not (run_dir / BEST_FILE).is_file():
+        hint = (f"continue its training with `metaprompt train --resume {run_dir}`"
+                if (run_dir / CHECKPOINT_FILE).is_file() else
+                f"it stopped before its first checkpoint: delete it and train again with "
+                f"`metaprompt train --config {run_dir / CONFIG_FILE} --out {run_dir}`")
+        raise ExportError(f"{run_dir} is not a trained run (needs {CONFIG_FILE} and {BEST_FILE}): {hint}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(f"export directory {out} already exists and is not empty; choose another --out")
+    probe = out.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ExportError(f"cannot create export directory {out}: {probe} is a file, not a directory")
+    inside = out.resolve().is_relative_to(run_dir.resolve())
+    with owned(run_dir, "export") if inside else contextlib.nullcontext():  # it writes into the run
+        return _export(run_dir, out, fmt, verify)
+
+
+def _export(run_dir: Path, out: Path, fmt: str, verify: bool) -> Path:
     original = Config.load(run_dir / CONFIG_FILE)
     cfg = Config.load(run_dir / CONFIG_FILE, ["model.device=cpu"])  # exports are built on the CPU
     try:
         learned, info = load_init(run_dir / BEST_FILE)
+        check_finite(learned, run_dir / BEST_FILE)  # the run's file is named, not the export's staging copy
     except CheckpointError as err:
-        raise ExportError(str(err)) from None
+        raise ExportError(str(err).replace("refusing to write", "refusing to export")) from None
 
     from metaprompt.run.setup import build_setup
 
@@ -203,9 +229,13 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "native", verify
         meta["files"] += [META_FILE, CARD_FILE]
         (staging / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         (staging / CARD_FILE).write_text(model_card(meta), encoding="utf-8")
-        if out.exists():
-            out.rmdir()  # empty (checked above)
-        os.replace(staging, out)
+        try:
+            if out.exists():
+                out.rmdir()  # empty (checked above)
+            os.replace(staging, out)
+        except OSError as err:  # another export filled --out while this one was built
+            raise ExportError(f"export directory {out} was written by another process meanwhile "
+                              f"({err.strerror or err}); nothing was replaced: choose another --out") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

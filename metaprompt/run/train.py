@@ -1,25 +1,20 @@
 """Meta-training: outer loop, validation on the val classes, early stopping, checkpoints, resume.
 
-A run directory holds::
-
-    config.yaml              the resolved config (what `eval`, `export` and `--resume` read)
-    run.json                 provenance: command, commit, versions, machine, parameter counts
-    checkpoint.safetensors   latest state (params, optimiser, scheduler, RNG, episode cursor)
-    best.safetensors         best-on-validation meta-parameters (the learned init)
-    metrics.jsonl            one line per outer step and per validation
-    train_summary.json       written when training ends
+The run directory's layout and its lock: :mod:`metaprompt.run.rundir`. On resume, config.yaml
+is the truth: a config that differs from it in anything but :data:`~metaprompt.config.RUNTIME_KEYS`
+is refused, since the checkpoint (optimiser state, learning-rate schedule, episode cursor) was made
+with the stored values.
 
 Training episodes are a pure function of (seed, episode index), so the cursor in the
 checkpoint is all a resumed run needs to see exactly the episodes it would have seen.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -29,32 +24,26 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from metaprompt.config import Config
+from metaprompt.config import RUNTIME_KEYS, Config, ConfigError, changed_keys
+from metaprompt.errors import UserError
 from metaprompt.meta.algorithms import LR_PREFIX, MetaAlgorithm, build_algorithm
 from metaprompt.meta.engines import build_engine
 from metaprompt.run.adaptation import adapt_and_score
 from metaprompt.run.checkpoint import load_checkpoint, save_checkpoint, save_init
 from metaprompt.run.distributed import Group, init_group
-from metaprompt.run.provenance import peak_rss_mb, provenance
+from metaprompt.run.provenance import command_line, peak_rss_mb, provenance
+from metaprompt.run.rundir import (BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, RUN_FILE,  # noqa: F401
+                                   SUMMARY_FILE, RunDirError, check_run_dir, owned, used_entries,
+                                   write_text_atomic)
 from metaprompt.run.setup import Setup, build_setup, fixed_episodes, resolve_device
 from metaprompt.run.stats import mean_ci95
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.yaml"
-RUN_FILE = "run.json"
-CHECKPOINT_FILE = "checkpoint.safetensors"
-BEST_FILE = "best.safetensors"
-METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "train_summary.json"
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
     """Training cannot go on (the message says why and what is left on disk)."""
-
-
-class RunDirError(ValueError):
-    pass
 
 
 @dataclass
@@ -71,36 +60,6 @@ class TrainState:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-def check_run_dir(run_dir: Path, resume: bool, need_mb: float = 50.0) -> None:
-    """Refuse to overwrite a run, and fail early on an unwritable or full disk."""
-    run_dir = Path(run_dir)
-    if resume:
-        if not (run_dir / CHECKPOINT_FILE).is_file():
-            hint = (f" (the run stopped before its first checkpoint: delete {run_dir} and start it again)"
-                    if (run_dir / CONFIG_FILE).is_file() else "")
-            raise RunDirError(f"cannot resume: {run_dir / CHECKPOINT_FILE} does not exist{hint}")
-        probe_dir = run_dir
-    else:
-        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-            raise RunDirError(f"run directory {run_dir} already exists and is not empty; "
-                              "choose another --out, or continue it with --resume")
-        probe_dir = run_dir
-        while not probe_dir.exists() and probe_dir != probe_dir.parent:
-            probe_dir = probe_dir.parent
-    if not probe_dir.is_dir():
-        raise RunDirError(f"cannot create {run_dir}: {probe_dir} is a file, not a directory")
-    if not os.access(probe_dir, os.W_OK):
-        raise RunDirError(f"cannot write to {probe_dir} (permission denied)")
-    try:  # a real write: os.access says yes to root, and on some read-only or network mounts
-        with tempfile.TemporaryFile(dir=probe_dir):
-            pass
-    except OSError as err:
-        raise RunDirError(f"cannot write to {probe_dir}: {err.strerror or err}") from None
-    free_mb = shutil.disk_usage(probe_dir).free / 2**20
-    if free_mb < need_mb:
-        raise RunDirError(f"only {free_mb:.0f} MB free on the disk of {probe_dir}; a run needs about {need_mb:.0f} MB")
 
 
 def make_optimizer(cfg: Config, params: dict[str, torch.Tensor]) -> torch.optim.Optimizer:
@@ -209,20 +168,82 @@ def _speed_notes(cfg: Config) -> None:
                     "is the accurate fast setting for second order (docs/scale.md).")
 
 
+#: What ``train --resume`` may change besides :data:`RUNTIME_KEYS`: the episode budget, when the
+#: training so far does not depend on it (then the extended run is the run a larger budget gives).
+EXTENSIBLE_KEYS = ("train.episodes",)
+
+
+def _extension_problem(cfg: Config) -> str | None:
+    """Why the steps done so far depend on ``train.episodes`` (None: they do not)."""
+    if cfg.train.schedule != "constant":
+        return f"train.schedule={cfg.train.schedule} spreads the learning rate over train.episodes"
+    if cfg.meta.algorithm == "maml++" and 0 < cfg.meta.first_order_fraction < 1:
+        return ("meta.algorithm=maml++ switches to second order after meta.first_order_fraction of "
+                "train.episodes")
+    return None
+
+
+def resume_changes(cfg: Config, run_dir: Path) -> dict[str, tuple[Any, Any]]:
+    """The keys in which ``cfg`` differs from ``RUN/config.yaml``, the truth of the run; refuses
+    any that would change what is trained (see :data:`RUNTIME_KEYS`, :data:`EXTENSIBLE_KEYS`)."""
+    stored = Config.load(run_dir / CONFIG_FILE)
+    changes = changed_keys(stored, cfg)
+    problem = _extension_problem(stored)
+    refused = {k: v for k, v in changes.items()
+               if k not in RUNTIME_KEYS and not (k in EXTENSIBLE_KEYS and problem is None)}
+    if refused:
+        listed = ", ".join(f"{k} ({old!r} -> {new!r})" for k, (old, new) in refused.items())
+        why = f" (train.episodes cannot grow here: {problem})" if "train.episodes" in refused and problem else ""
+        raise ConfigError(
+            f"train --resume {run_dir}: {run_dir / CONFIG_FILE} is what this run trains, and its checkpoint was made "
+            f"with it; refusing to change {listed}{why}. On resume only {', '.join(RUNTIME_KEYS)} may change (and "
+            "train.episodes, to extend a run with train.schedule=constant). To train with other values, start a "
+            f"new run: metaprompt train --config {run_dir / CONFIG_FILE} --out NEW_RUN --set KEY=VALUE")
+    return changes
+
+
+def _record_resume(run_dir: Path, step: int, changes: dict[str, tuple[Any, Any]]) -> None:
+    """Write an extended budget into config.yaml (it stays the truth) and log the resume in run.json."""
+    extended = {k: new for k, (_, new) in changes.items() if k in EXTENSIBLE_KEYS}
+    if extended:
+        updated = Config.load(run_dir / CONFIG_FILE, [f"{k}={v}" for k, v in extended.items()])
+        write_text_atomic(run_dir / CONFIG_FILE, updated.to_yaml())
+    path = run_dir / RUN_FILE
+    try:
+        info = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        info = {}
+    if not isinstance(info, dict):
+        info = {}
+    entry = {"time": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "command": command_line(), "at_step": step,
+             "runtime": {k: new for k, (_, new) in changes.items() if k in RUNTIME_KEYS},
+             "config_changes": {k: {"from": old, "to": new} for k, (old, new) in changes.items() if k in extended}}
+    info.setdefault("resumes", []).append(entry)
+    write_text_atomic(path, json.dumps(info, indent=2))
+
+
 def train(cfg: Config, run_dir: str | Path, resume: bool = False, setup: Setup | None = None) -> dict[str, Any]:
     """Meta-train the init described by ``cfg`` into ``run_dir`` (or continue it).
 
-    Under ``torchrun``/``accelerate launch`` the tasks of each meta-batch are split over the
-    processes (:mod:`metaprompt.run.distributed`); rank 0 writes the run directory."""
+    The run directory is owned by this process from before its first write to the end
+    (:func:`metaprompt.run.rundir.owned`). Under ``torchrun``/``accelerate launch`` the tasks of
+    each meta-batch are split over the processes (:mod:`metaprompt.run.distributed`); rank 0
+    writes the run directory and holds its lock."""
     group = init_group(resolve_device(cfg.model.device))
     try:
-        return _train(cfg, Path(run_dir), resume, setup, group)
+        with contextlib.ExitStack() as owner:
+            return _train(cfg, Path(run_dir), resume, setup, group, owner)
     finally:
         group.close()
 
 
-def _train(cfg: Config, run_dir: Path, resume: bool, setup: Setup | None, group: Group) -> dict[str, Any]:
+def _train(cfg: Config, run_dir: Path, resume: bool, setup: Setup | None, group: Group,
+           owner: contextlib.ExitStack) -> dict[str, Any]:
     group.agree(lambda: check_run_dir(run_dir, resume))
+    changes: dict[str, tuple[Any, Any]] = {}
+    if resume:  # own the run before reading its checkpoint: a second writer is refused at once
+        group.agree(lambda: owner.enter_context(owned(run_dir, "train --resume")))
+        changes = resume_changes(cfg, run_dir)
     if setup is None:  # data, model, template: all checked before the run dir exists
         with group.main_first():  # rank 0 fills the tokenization cache, the others then read it
             setup = build_setup(cfg)
@@ -237,17 +258,30 @@ def _train(cfg: Config, run_dir: Path, resume: bool, setup: Setup | None, group:
     scheduler = make_scheduler(cfg, optimizer, total_steps)
     sampler = setup.sampler("train", cfg.seed)
     _, val_episodes = fixed_episodes(setup, "val", cfg.train.val_episodes, cfg.train.val_seed)
-    if not cfg.data.test_episodes_file:
-        setup.sampler("test", cfg.eval.seed)  # too few test classes or examples: fail now, not after training
+    from metaprompt.run.evaluate import check_test_episodes
+
+    check_test_episodes(setup)  # a missing episode file, too few test classes or examples: fail now, not after training
     val_slots = list(group.slots(len(val_episodes)))  # this process's share of the validation episodes
     val_tasks = [setup.task(val_episodes[i], i) for i in val_slots]
     counts = classifier.count({k: v for k, v in params.items() if not k.startswith(LR_PREFIX)})
+
+    if not resume:  # own the new directory from its creation; another process may have filled it meanwhile
+        def claim() -> None:
+            owner.enter_context(owned(run_dir, "train"))
+            if used_entries(run_dir):
+                raise RunDirError(f"run directory {run_dir} was written by another process meanwhile "
+                                  f"({', '.join(used_entries(run_dir)[:3])}); choose another --out")
+        group.agree(claim)
 
     state = TrainState()
     if resume:
         ckpt = load_checkpoint(run_dir / CHECKPOINT_FILE)
         if set(ckpt["params"]) != set(params):
             raise TrainingError(f"{run_dir / CHECKPOINT_FILE} does not match this config's parameters")
+        if ckpt["state"]["step"] > total_steps:
+            raise ConfigError(f"config key 'train.episodes': {run_dir} has trained {ckpt['state']['step']} outer "
+                              f"steps already, more than the {total_steps} that train.episodes={cfg.train.episodes} "
+                              "allows")
         with torch.no_grad():
             for name, value in ckpt["params"].items():
                 params[name].copy_(value)
@@ -257,6 +291,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, setup: Setup | None, group:
         state = TrainState(**ckpt["state"])
         metrics = _NoMetrics()
         if group.is_main:
+            _record_resume(run_dir, int(ckpt["state"]["step"]), changes)
             for stale in run_dir.glob(".*.tmp"):
                 stale.unlink(missing_ok=True)  # left by a kill during an atomic write
             # A checkpoint taken before the first validation (empty history) keeps no metrics line.
@@ -265,7 +300,6 @@ def _train(cfg: Config, run_dir: Path, resume: bool, setup: Setup | None, group:
     elif not group.is_main:
         metrics = _NoMetrics()
     else:
-        run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / CONFIG_FILE).write_text(cfg.to_yaml(), encoding="utf-8")
         info = {**provenance(), "trainable_params": counts, "dataset_sha256": setup.dataset.sha256,
                 "model": cfg.model.name, "distributed": group.describe()}
