@@ -205,7 +205,7 @@ def test_run_directory_under_a_file(tmp_path, tiny_data, tiny_models, capsys):
 
 def test_unwritable_output_directory(tmp_path, tiny_data, tiny_models, capsys, monkeypatch):
     # Tests run as root, which ignores permission bits: simulate what a read-only mount answers.
-    import metaprompt.run.train as train_module
+    import metaprompt.run.rundir as train_module  # check_run_dir lives there
 
     sets = _sets(tiny_overrides(tiny_data, tiny_models("bert"), threads=1))
     monkeypatch.setattr(train_module.os, "access", lambda path, mode: False)
@@ -221,7 +221,7 @@ def test_unwritable_output_directory(tmp_path, tiny_data, tiny_models, capsys, m
 
 
 def test_full_disk_is_refused_before_training(tmp_path, tiny_data, tiny_models, capsys, monkeypatch):
-    import metaprompt.run.train as train_module
+    import metaprompt.run.rundir as train_module  # check_run_dir lives there
 
     monkeypatch.setattr(train_module.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**12, 10**12, 2**20))
     sets = _sets(tiny_overrides(tiny_data, tiny_models("bert"), threads=1))
@@ -284,7 +284,7 @@ def test_episodes_command_errors_write_no_file(tmp_path, tiny_data, capsys):
     _expect_error(capsys, ["episodes", "--dataset", "custom", "--n-way", "5", "--out", str(out), *data],
                   "n_way = 5 is larger than the number of classes (3)")
     three_way = ["episodes", "--dataset", "custom", "--n-way", "3", "--out", str(out), *data]
-    _expect_error(capsys, [*three_way, "--k-shot", "0"], "k_shot must be ≥ 1, got 0")
+    _expect_error(capsys, [*three_way, "--k-shot", "0"], "--k-shot must be ≥ 1, got 0")
     _expect_error(capsys, [*three_way, "--k-shot", "20"], "k_shot + n_query = 35")
     _expect_error(capsys, ["episodes", "--dataset", "hufpost", "--out", str(out)], "Did you mean 'huffpost'?")
     assert list(tmp_path.iterdir()) == []
