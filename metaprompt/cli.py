@@ -144,7 +144,7 @@ def _cmd_episodes(args) -> int:
             raise UserError(f"{flag} must be ≥ {low}, got {value}")
     if args.seed > SEED_MAX:
         raise UserError(f"--seed must be at most 2**64 - 1, got {args.seed}")
-    check_output_file(args.out, "--out", args.force)  # before the data is read
+    check_output_file(args.out, "--out", args.force, example="episodes.jsonl")  # before the data is read
     cfg = Config.load(None, [f"data.dataset={args.dataset}", *args.overrides])
     dataset = load_data(cfg)
     header, episodes = make_episode_file(dataset, args.split, args.n_way, args.k_shot, args.n_query,

@@ -194,8 +194,6 @@ class MetaConfig:
         if self.inner_lr_backbone is not None:
             _positive(self.inner_lr_backbone, "meta.inner_lr_backbone")
         _check(self.meta_batch >= 1, "meta.meta_batch", f"must be ≥ 1, got {self.meta_batch}")
-        _check(bool(self.learn), "meta.learn", "must name at least one group to meta-learn (prompt, verbalizer), "
-               "got an empty list")
         for group in self.learn:
             _choice(group, "meta.learn", LEARNABLE_GROUPS)
         _check(len(set(self.learn)) == len(self.learn), "meta.learn", f"lists a group twice: {self.learn}")
@@ -348,6 +346,9 @@ class Config:
         if self.verbalizer.kind in ("label_words", "hybrid"):
             _check(self.model.mlm_head != "no", "verbalizer.kind",
                    f"'{self.verbalizer.kind}' scores label words with a masked-LM head, but model.mlm_head is 'no'")
+        _check(bool(self.meta.learn) or not (self.model.freeze_backbone and self.peft.method == "none"), "meta.learn",
+               "is empty and the backbone is frozen (model.freeze_backbone=true, peft.method=none): nothing would be "
+               "meta-learned; list prompt and/or verbalizer")
         if self.eval.select_backbone_lr:
             learned = self.meta.algorithm == "maml++" and self.meta.learn_inner_lr
             _check(self.eval.adapt == "sgd" and self.eval.lr is None and not learned,

@@ -123,9 +123,9 @@ def _holder(run_dir: Path) -> str:
     else:
         return "a process whose pid is not recorded"
     where = "" if owner.get("host") in (None, socket.gethostname()) else f" on host {owner['host']}"
+    action = f", `metaprompt {owner['action']}`" if owner.get("action") else ""
     since = f", since {owner['since']}" if owner.get("since") else ""
-    command = f": `{owner['command']}`" if owner.get("command") else ""
-    return f"pid {owner['pid']}{where}{since}{command}"
+    return f"pid {owner['pid']}{where}{action}{since}"
 
 
 @contextlib.contextmanager
@@ -174,14 +174,15 @@ def is_owned_here(run_dir: str | Path) -> bool:
 
 
 # -- output paths ----------------------------------------------------------------------------------
-def check_output_file(path: str | Path, option: str, force: bool = False, force_flag: str = "--force") -> Path:
+def check_output_file(path: str | Path, option: str, force: bool = False, force_flag: str = "--force",
+                      example: str = "results.json") -> Path:
     """Check, before any work, that ``path`` can be written as a new file; returns it.
 
     Refused: a directory, a parent that is a file, an unwritable folder, and an existing file
     unless ``force`` (the message names ``force_flag``). A missing parent folder is created."""
     path = Path(path)
     if path.is_dir():
-        raise UserError(f"{option} {path}: is a directory; give a file name (e.g. {path / 'results.json'})")
+        raise UserError(f"{option} {path}: is a directory; give the path of a file (e.g. {path / example})")
     if path.exists() and not force:
         raise UserError(f"{option} {path}: the file already exists; choose another name, or add {force_flag} "
                         "to replace it")

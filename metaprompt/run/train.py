@@ -24,17 +24,17 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from metaprompt.config import RUNTIME_KEYS, Config, ConfigError, changed_keys
+from metaprompt.config import Config, ConfigError
 from metaprompt.errors import UserError
 from metaprompt.meta.algorithms import LR_PREFIX, MetaAlgorithm, build_algorithm
 from metaprompt.meta.engines import build_engine
 from metaprompt.run.adaptation import adapt_and_score
 from metaprompt.run.checkpoint import load_checkpoint, save_checkpoint, save_init
 from metaprompt.run.distributed import Group, init_group
-from metaprompt.run.provenance import command_line, peak_rss_mb, provenance
+from metaprompt.run.provenance import peak_rss_mb, provenance
 from metaprompt.run.rundir import (BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, RUN_FILE,  # noqa: F401
-                                   SUMMARY_FILE, RunDirError, check_run_dir, owned, used_entries,
-                                   write_text_atomic)
+                                   SUMMARY_FILE, RunDirError, check_run_dir, owned, used_entries)
+from metaprompt.run.resume import record_resume, resume_changes
 from metaprompt.run.setup import Setup, build_setup, fixed_episodes, resolve_device
 from metaprompt.run.stats import mean_ci95
 
@@ -168,60 +168,6 @@ def _speed_notes(cfg: Config) -> None:
                     "is the accurate fast setting for second order (docs/scale.md).")
 
 
-#: What ``train --resume`` may change besides :data:`RUNTIME_KEYS`: the episode budget, when the
-#: training so far does not depend on it (then the extended run is the run a larger budget gives).
-EXTENSIBLE_KEYS = ("train.episodes",)
-
-
-def _extension_problem(cfg: Config) -> str | None:
-    """Why the steps done so far depend on ``train.episodes`` (None: they do not)."""
-    if cfg.train.schedule != "constant":
-        return f"train.schedule={cfg.train.schedule} spreads the learning rate over train.episodes"
-    if cfg.meta.algorithm == "maml++" and 0 < cfg.meta.first_order_fraction < 1:
-        return ("meta.algorithm=maml++ switches to second order after meta.first_order_fraction of "
-                "train.episodes")
-    return None
-
-
-def resume_changes(cfg: Config, run_dir: Path) -> dict[str, tuple[Any, Any]]:
-    """The keys in which ``cfg`` differs from ``RUN/config.yaml``, the truth of the run; refuses
-    any that would change what is trained (see :data:`RUNTIME_KEYS`, :data:`EXTENSIBLE_KEYS`)."""
-    stored = Config.load(run_dir / CONFIG_FILE)
-    changes = changed_keys(stored, cfg)
-    problem = _extension_problem(stored)
-    refused = {k: v for k, v in changes.items()
-               if k not in RUNTIME_KEYS and not (k in EXTENSIBLE_KEYS and problem is None)}
-    if refused:
-        listed = ", ".join(f"{k} ({old!r} -> {new!r})" for k, (old, new) in refused.items())
-        why = f" (train.episodes cannot grow here: {problem})" if "train.episodes" in refused and problem else ""
-        raise ConfigError(
-            f"train --resume {run_dir}: {run_dir / CONFIG_FILE} is what this run trains, and its checkpoint was made "
-            f"with it; refusing to change {listed}{why}. On resume only {', '.join(RUNTIME_KEYS)} may change (and "
-            "train.episodes, to extend a run with train.schedule=constant). To train with other values, start a "
-            f"new run: metaprompt train --config {run_dir / CONFIG_FILE} --out NEW_RUN --set KEY=VALUE")
-    return changes
-
-
-def _record_resume(run_dir: Path, step: int, changes: dict[str, tuple[Any, Any]]) -> None:
-    """Write an extended budget into config.yaml (it stays the truth) and log the resume in run.json."""
-    extended = {k: new for k, (_, new) in changes.items() if k in EXTENSIBLE_KEYS}
-    if extended:
-        updated = Config.load(run_dir / CONFIG_FILE, [f"{k}={v}" for k, v in extended.items()])
-        write_text_atomic(run_dir / CONFIG_FILE, updated.to_yaml())
-    path = run_dir / RUN_FILE
-    try:
-        info = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except (OSError, ValueError):
-        info = {}
-    if not isinstance(info, dict):
-        info = {}
-    entry = {"time": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "command": command_line(), "at_step": step,
-             "runtime": {k: new for k, (_, new) in changes.items() if k in RUNTIME_KEYS},
-             "config_changes": {k: {"from": old, "to": new} for k, (old, new) in changes.items() if k in extended}}
-    info.setdefault("resumes", []).append(entry)
-    write_text_atomic(path, json.dumps(info, indent=2))
-
-
 def train(cfg: Config, run_dir: str | Path, resume: bool = False, setup: Setup | None = None) -> dict[str, Any]:
     """Meta-train the init described by ``cfg`` into ``run_dir`` (or continue it).
 
@@ -253,6 +199,9 @@ def _train(cfg: Config, run_dir: Path, resume: bool, setup: Setup | None, group:
     algorithm = build_algorithm(cfg.meta, build_engine(cfg.meta.engine), classifier)
     params = classifier.init_params()
     params.update(algorithm.extra_params(params))
+    if not any(p.numel() for p in params.values()):  # e.g. meta.learn=[prompt] with prompt.length=0
+        raise ConfigError(f"config key 'meta.learn': nothing to meta-learn: {cfg.meta.learn} hold no parameters with "
+                          f"prompt.length={cfg.prompt.length}, verbalizer.kind={cfg.verbalizer.kind} and a frozen backbone")
     optimizer = make_optimizer(cfg, params)
     total_steps = math.ceil(cfg.train.episodes / cfg.meta.meta_batch)
     scheduler = make_scheduler(cfg, optimizer, total_steps)
@@ -291,7 +240,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, setup: Setup | None, group:
         state = TrainState(**ckpt["state"])
         metrics = _NoMetrics()
         if group.is_main:
-            _record_resume(run_dir, int(ckpt["state"]["step"]), changes)
+            record_resume(run_dir, int(ckpt["state"]["step"]), changes)
             for stale in run_dir.glob(".*.tmp"):
                 stale.unlink(missing_ok=True)  # left by a kill during an atomic write
             # A checkpoint taken before the first validation (empty history) keeps no metrics line.
