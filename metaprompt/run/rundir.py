@@ -84,6 +84,9 @@ def check_run_dir(run_dir: Path, resume: bool, need_mb: float = 50.0) -> None:
         probe_dir = run_dir
     else:
         if run_dir.exists() and (not run_dir.is_dir() or used_entries(run_dir)):
+            holder = in_use_by(run_dir)
+            if holder:
+                raise RunDirBusy(f"{run_dir} is in use by another metaprompt process ({holder}); choose another --out")
             raise RunDirError(f"run directory {run_dir} already exists and is not empty; "
                               "choose another --out, or continue it with --resume")
         probe_dir = run_dir
@@ -166,6 +169,24 @@ def owned(run_dir: str | Path, command: str) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             (run_dir / OWNER_FILE).unlink()
         lock.release()
+
+
+def in_use_by(run_dir: str | Path) -> str | None:
+    """The process that holds the lock of ``run_dir`` (in words), or None when no other process does."""
+    from filelock import FileLock, Timeout
+
+    run_dir = Path(run_dir)
+    if str(run_dir.resolve()) in _HELD or not (run_dir / LOCK_FILE).is_file():
+        return None
+    probe = FileLock(str(run_dir / LOCK_FILE), timeout=0)
+    try:
+        probe.acquire()
+    except Timeout:
+        return _holder(run_dir)
+    except OSError:
+        return None
+    probe.release()
+    return None
 
 
 def is_owned_here(run_dir: str | Path) -> bool:
