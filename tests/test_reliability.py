@@ -48,14 +48,15 @@ def earlier_run(tmp_path_factory, tiny_data, tiny_models):
     return run, _snapshot(run)
 
 
-def _expect_error(capsys, argv, message) -> str:
+def _expect_error(capsys, argv, *messages) -> str:
     capsys.readouterr()
     assert main(argv) == 2
     captured = capsys.readouterr()
     err = captured.err
     assert err.startswith("error: "), err
     assert err.count("error: ") == 1 and "Traceback" not in err, err
-    assert message in err, err
+    for message in messages:
+        assert message in err, err
     return err
 
 
@@ -116,6 +117,12 @@ def _bin_only_model(tmp_path, tiny_data, model_dir):
     return {"model.name": str(folder)}
 
 
+def _headless(tmp_path) -> str:
+    from tests.tiny import save_tiny_model
+
+    return str(save_tiny_model("bert", tmp_path / "no_head", mlm_head=False))
+
+
 BAD_TRAIN_INPUTS = [
     ("malformed JSON line", _data_with("bad.jsonl", lambda r: r[:100] + ['{"text": "x", "label": 1'] + r[100:]),
      "bad.jsonl:101: malformed JSON"),
@@ -166,6 +173,34 @@ BAD_TRAIN_INPUTS = [
     ("model with only pickled weights", _bin_only_model, "no model.safetensors weights"),
     ("hub id without internet", _plain(**{"model.name": "nobody/no-such-model"}),
      "cannot load model 'nobody/no-such-model'"),
+    # every key validated where the config is built, the message naming the full key (issue 23, part 3)
+    ("device typo", _plain(**{"model.device": "banana"}), "config key 'model.device': unknown device 'banana'"),
+    ("device index typo", _plain(**{"model.device": "cuda:x"}), "Did you mean 'cuda'?"),
+    ("CUDA device that this machine lacks", _plain(**{"model.device": "cuda:99" if torch.cuda.is_available() else "cuda"}),
+     "config key 'model.device': 'cuda"),
+    ("seed beyond 64 bits", _plain(seed=2**70), "config key 'seed': must be an integer from 0 to 2**64 - 1, got 1180"),
+    ("negative seed", _plain(seed=-1), "config key 'seed': must be an integer from 0 to 2**64 - 1, got -1"),
+    ("test seed beyond 64 bits", _plain(**{"eval.seed": 2**64}), "config key 'eval.seed'"),
+    ("negative validation seed", _plain(**{"train.val_seed": -5}), "config key 'train.val_seed'"),
+    ("empty meta.learn", _plain(**{"meta.learn": "[]"}), "config key 'meta.learn': is empty and the backbone is frozen"),
+    ("meta.learn group twice", _plain(**{"meta.learn": "[prompt,prompt]"}), "config key 'meta.learn': lists a group twice"),
+    ("meta.learn of groups without parameters", _plain(**{"meta.learn": "[prompt]", "prompt.length": 0}),
+     "config key 'meta.learn': nothing to meta-learn"),
+    ("negative AdamW weight decay at meta-test", _plain(**{"eval.adamw_weight_decay": -1}),
+     "config key 'eval.adamw_weight_decay': must be a finite number ≥ 0, got -1.0"),
+    ("negative weight decay", _plain(**{"train.weight_decay": -0.5}), "config key 'train.weight_decay'"),
+    ("hybrid weight out of range", _plain(**{"verbalizer.hybrid_weight": 2}), "config key 'verbalizer.hybrid_weight'"),
+    ("empty wandb project", _plain(**{"log.wandb_project": ""}), "config key 'log.wandb_project': must not be empty"),
+    ("empty data path", _plain(**{"data.test_episodes_file": " "}), "config key 'data.test_episodes_file': must not"),
+    ("missing test episode file (caught before training)",
+     _plain(**{"data.test_episodes_file": "/nonexistent/test.jsonl"}),
+     "config key 'data.test_episodes_file': /nonexistent/test.jsonl does not exist"),
+    ("label-word verbalizer on a model without an MLM head", lambda tmp_path, tiny_data, model_dir: {
+        "model.name": _headless(tmp_path), "verbalizer.kind": "label_words"},
+     "config key 'verbalizer.kind': 'label_words' needs a masked-LM head"),
+    ("hybrid verbalizer on a model without an MLM head", lambda tmp_path, tiny_data, model_dir: {
+        "model.name": _headless(tmp_path), "verbalizer.kind": "hybrid"},
+     "config key 'verbalizer.kind': 'hybrid' mixes RepVerb"),
 ]
 
 
@@ -345,3 +380,62 @@ def test_baseline_checks_the_test_classes_before_writing(tmp_path, tiny_data, ti
     err = capsys.readouterr().err
     assert err.startswith("error: custom (test classes): too few examples") and "Traceback" not in err, err
     assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------- output paths, checked before any work
+
+
+def test_output_paths_are_checked_before_the_work(earlier_run, tmp_path, tiny_data, tiny_models, capsys, monkeypatch):
+    import metaprompt.run.evaluate as evaluation
+
+    def never(*args, **kwargs):
+        raise AssertionError("scored an episode before the output path was checked")
+
+    monkeypatch.setattr(evaluation, "adapt_and_score", never)
+    run, snapshot = earlier_run
+    (tmp_path / "a_dir").mkdir()
+    (tmp_path / "a_file").write_text("x")
+    _expect_error(capsys, ["eval", str(run), "--json", str(tmp_path / "a_dir")], "--json", "is a directory")
+    _expect_error(capsys, ["eval", str(run), "--json", str(tmp_path / "a_file" / "r.json")], "a_file is a file")
+    _expect_error(capsys, ["eval", str(run), "--json", str(tmp_path / "a_file")], "the file already exists",
+                  "--force")
+    assert _snapshot(run) == snapshot
+    data = _sets([f"data.path={tiny_data[0]}", f"data.splits={tiny_data[1]}"])
+    episodes = ["episodes", "--dataset", "custom", "--n-way", "3", *data, "--out"]
+    _expect_error(capsys, [*episodes, str(tmp_path / "a_dir")], "--out", "is a directory")
+    _expect_error(capsys, [*episodes, str(tmp_path / "a_file" / "e.jsonl")], "is a file, not a directory")
+    _expect_error(capsys, [*episodes, str(tmp_path / "a_file")], "the file already exists")
+    sets = _sets(tiny_overrides(tiny_data, tiny_models("bert"), threads=1))
+    _expect_error(capsys, ["baseline", "--method", "bitfit", "--init", "pretrained", "--out", str(tmp_path / "b"),
+                           "--json", str(tmp_path / "a_dir"), *sets], "is a directory")
+    assert not (tmp_path / "b").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_dir", "a_file"] and not any((tmp_path / "a_dir").iterdir())
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--seed", str(2**70), "--seed must be at most 2**64 - 1"), ("--seed", "-1", "--seed must be ≥ 0, got -1"),
+    ("--count", "0", "--count must be ≥ 1, got 0"), ("--n-way", "1", "--n-way must be ≥ 2, got 1")])
+def test_episodes_flags_are_named(tmp_path, tiny_data, capsys, flag, value, message):
+    data = _sets([f"data.path={tiny_data[0]}", f"data.splits={tiny_data[1]}"])
+    _expect_error(capsys, ["episodes", "--dataset", "custom", flag, value, "--out", str(tmp_path / "e.jsonl"), *data],
+                  message)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_hints_name_a_command_that_works(earlier_run, tmp_path, capsys):
+    """A run without best.safetensors is told to `train --resume` (which the CLI accepts), not
+    `train --out RUN` (which refuses an existing run)."""
+    run, _ = earlier_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / "best.safetensors").unlink()
+    for argv in (["eval", str(copy)], ["export", str(copy), "--out", str(tmp_path / "x")]):
+        err = _expect_error(capsys, argv, f"`metaprompt train --resume {copy}`")
+        assert "--out" not in err.split("metaprompt train")[1].split("`")[0], err
+    assert main(["train", "--resume", str(copy)]) == 0  # the hinted command is accepted
+    bare = tmp_path / "bare"  # stopped before its first checkpoint: --resume would be refused, so it is not hinted
+    bare.mkdir()
+    shutil.copy(run / "config.yaml", bare / "config.yaml")
+    err = _expect_error(capsys, ["eval", str(bare)], "stopped before its first checkpoint")
+    assert "--resume" not in err and "--init pretrained" in err
+    assert main(["eval", str(bare), "--init", "pretrained", "--episodes", "1"]) == 0  # the other hint works too
