@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import unicodedata
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,12 +24,22 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Iterator
 
 from .errors import Problem, describe_value, errors_only, raise_problems
-from .splits import ClassSplits, is_json_int
+from .splits import MAX_CLASS_ID, ClassSplits, is_json_int
 
 if TYPE_CHECKING:
     import datasets
 
 _GZIP_MAGIC = b"\x1f\x8b"
+
+
+#: Characters that leave nothing for a tokenizer: spaces, controls, zero-width and other format
+#: characters (U+200B, U+200D, U+FEFF, ...), unassigned code points and lone combining marks.
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Cn", "Co", "Zs", "Zl", "Zp", "Mn", "Me"})
+
+
+def is_invisible(text: str) -> bool:
+    """Whether ``text`` holds no character a tokenizer would keep (see :data:`_INVISIBLE`)."""
+    return all(ch.isspace() or unicodedata.category(ch) in _INVISIBLE for ch in text)
 
 
 @dataclass
@@ -117,6 +128,11 @@ def _check_line(path: str, number: int, raw: bytes, problems: list[Problem]) -> 
     elif not text.strip():
         problems.append(Problem(path, number, "text", "empty or whitespace-only text"))
         ok = False
+    elif is_invisible(text):
+        codes = ", ".join(sorted({f"U+{ord(ch):04X}" for ch in text if not ch.isspace()})[:4])
+        problems.append(Problem(path, number, "text", f"no visible characters (only {codes}: zero-width, control or "
+                                                      "format characters), so it tokenizes to nothing"))
+        ok = False
     label = obj.get("label")
     if "label" not in obj:
         problems.append(Problem(path, number, "label", "missing"))
@@ -126,6 +142,9 @@ def _check_line(path: str, number: int, raw: bytes, problems: list[Problem]) -> 
         ok = False
     elif label < 0:
         problems.append(Problem(path, number, "label", f"expected a non-negative class id, got {label}"))
+        ok = False
+    elif label > MAX_CLASS_ID:
+        problems.append(Problem(path, number, "label", f"class id {label} is too large (at most 2**31 - 1)"))
         ok = False
     return (text, label) if ok else None  # type: ignore[return-value]
 
@@ -201,8 +220,31 @@ def check_data_file(
     and, given ``splits``, that every label is a class of a split; given
     ``min_per_class``, that every class has at least that many examples.
     """
-    scan = scan_data_file(path, keep_texts=False)
-    return scan.problems + split_problems(str(path), scan, splits, min_per_class)
+    scan = scan_data_file(path, keep_texts=splits is not None)
+    return scan.problems + split_problems(str(path), scan, splits, min_per_class) + shared_texts(str(path), scan, splits)
+
+
+def shared_texts(path: str, scan: ScanResult, splits: ClassSplits | None, limit: int = 10) -> list[Problem]:
+    """Warnings for a text (compared without case and extra spaces) that occurs under classes of two
+    different splits: a leak between meta-training and meta-test classes (or validation)."""
+    if splits is None or not scan.texts:
+        return []
+    first: dict[str, tuple[str, int, int]] = {}  # normalised text -> (split, line, label) where first seen
+    problems: list[Problem] = []
+    split_of = {c: name for name in ("train", "val", "test") for c in getattr(splits, name)}
+    for text, label, line in zip(scan.texts, scan.labels, scan.lines):
+        split = split_of.get(label)
+        if split is None:
+            continue
+        key = " ".join(text.split()).casefold()
+        seen = first.setdefault(key, (split, line, label))
+        if seen[0] != split:
+            problems.append(Problem(path, line, "text", f"the same text as line {seen[1]} (class {seen[2]}, "
+                                                        f"{seen[0]} split) under class {label} ({split} split): a "
+                                                        "leak between the splits' classes", "warning"))
+            if len(problems) >= limit:
+                break
+    return problems
 
 
 def to_table(texts: list[str], labels: list[int]) -> "datasets.Dataset":

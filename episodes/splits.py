@@ -19,6 +19,10 @@ SPLIT_NAMES = ("train", "val", "test")
 _STOP_WORDS = frozenset({"and", "the", "&"})
 
 
+#: The largest class id (labels become 64-bit integer columns and index arrays; no data set has more classes).
+MAX_CLASS_ID = 2**31 - 1
+
+
 def is_json_int(value: object) -> bool:
     # JSON true/false parse as Python bools, which are ints; they are never class ids.
     return isinstance(value, int) and not isinstance(value, bool)
@@ -47,6 +51,8 @@ def _validate(
                 raise DataError(f"{where}: class ids must be integers, got {describe_value(value)}.")
             if value < 0:
                 raise DataError(f"{where}: class ids must be non-negative, got {value}.")
+            if value > MAX_CLASS_ID:
+                raise DataError(f"{where}: class id {value} is too large (at most 2**31 - 1).")
             if n_classes is not None and value >= n_classes:
                 raise DataError(
                     f"{where}: class {value} is out of range: '{_field(prefix, 'n_classes')}' is {n_classes}, "

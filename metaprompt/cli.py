@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(d)
     d = data_sub.add_parser("check", help="report every problem of the data files in DIR (or one file)")
     d.add_argument("path", type=Path)
+    d.add_argument("--splits", type=Path, help="class-split file of a data FILE: also check its labels against it "
+                                               "and report texts shared by classes of two splits")
     _add_set(d)
 
     from metaprompt.peft import cli as peft_cli  # light: no torch at parse time
@@ -171,7 +173,13 @@ def _cmd_data(args) -> int:
         return 0
     from episodes import check_data_dir, check_data_file
 
-    problems = check_data_dir(args.path) if args.path.is_dir() else check_data_file(args.path)
+    splits = None
+    if args.splits is not None:
+        from episodes.paths import read_json_file
+        from episodes.splits import ClassSplits
+
+        splits = ClassSplits.from_json(read_json_file(args.splits, "split file"), str(args.splits))
+    problems = check_data_dir(args.path) if args.path.is_dir() else check_data_file(args.path, splits)
     errors = [p for p in problems if getattr(p, "severity", "error") == "error"]
     for problem in problems:
         print(problem)

@@ -173,7 +173,16 @@ BAD_TRAIN_INPUTS = [
     ("model with only pickled weights", _bin_only_model, "no model.safetensors weights"),
     ("hub id without internet", _plain(**{"model.name": "nobody/no-such-model"}),
      "cannot load model 'nobody/no-such-model'"),
-    # every key validated where the config is built, the message naming the full key (issue 23, part 3)
+    # issue 23, part 3: data the tokenizer or the label columns cannot hold
+    ("zero-width-only text", _data_with("bad.jsonl", lambda r: r[:3] + ['{"text": "\\u200b\\u200d", "label": 1}'] + r[3:]),
+     "bad.jsonl:4: field 'text': no visible characters (only U+200B, U+200D"),
+    ("format characters and spaces only", _data_with("bad.jsonl", lambda r: r[:3] + ['{"text": "\\ufeff \\u2060", "label": 1}']
+                                                     + r[3:]), "bad.jsonl:4: field 'text': no visible characters"),
+    ("label beyond 64 bits", _data_with("bad.jsonl", lambda r: r[:3] + ['{"text": "x", "label": %d}' % 2**70] + r[3:]),
+     f"bad.jsonl:4: field 'label': class id {2**70} is too large (at most 2**31 - 1)"),
+    ("class id beyond 32 bits in the split file", _splits_with(lambda o: o["test"].append(2**40)),
+     f"class id {2**40} is too large"),
+    # every key validated where the config is built, the message naming the full key
     ("device typo", _plain(**{"model.device": "banana"}), "config key 'model.device': unknown device 'banana'"),
     ("device index typo", _plain(**{"model.device": "cuda:x"}), "Did you mean 'cuda'?"),
     ("CUDA device that this machine lacks", _plain(**{"model.device": "cuda:99" if torch.cuda.is_available() else "cuda"}),
@@ -439,3 +448,25 @@ def test_hints_name_a_command_that_works(earlier_run, tmp_path, capsys):
     err = _expect_error(capsys, ["eval", str(bare)], "stopped before its first checkpoint")
     assert "--resume" not in err and "--init pretrained" in err
     assert main(["eval", str(bare), "--init", "pretrained", "--episodes", "1"]) == 0  # the other hint works too
+
+
+def test_data_check_reports_invisible_texts_huge_labels_and_leaks(tmp_path, tiny_data, capsys):
+    rows = _lines(tiny_data)
+    test_row = next(r for r in rows if _label(r) == 10)
+    text = json.loads(test_row)["text"]
+    bad = rows[:2] + ['{"text": "\\u200b", "label": 1}', '{"text": "x", "label": %d}' % 2**70,
+                      json.dumps({"text": "  " + text.upper() + " ", "label": 0}),  # a test text under a train class
+                      json.dumps({"text": text, "label": 7})] + rows[2:]  # and under a val class
+    path = tmp_path / "leaky.jsonl"
+    path.write_text("\n".join(bad) + "\n")
+    capsys.readouterr()
+    assert main(["data", "check", str(path), "--splits", str(tiny_data[1])]) == 1
+    out = capsys.readouterr().out
+    assert ":3: field 'text': no visible characters" in out and f":4: field 'label': class id {2**70} is too large" in out
+    leaks = [line for line in out.splitlines() if "a leak between the splits' classes" in line]
+    assert len(leaks) == 2 and all("warning:" in line and "test split" in line for line in leaks), out
+    assert ":5: warning" in leaks[0] and "under class 0 (train split)" in leaks[0]
+    assert ":6: warning" in leaks[1] and "under class 7 (val split)" in leaks[1]
+    assert "2 error(s)" in out
+    assert main(["data", "check", str(tiny_data[0]), "--splits", str(tiny_data[1])]) == 0  # a clean file
+    assert "leak" not in capsys.readouterr().out
