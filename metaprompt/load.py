@@ -175,9 +175,12 @@ def load_init(path: str | Path, model: str | None = None) -> ExportedInit:
     if not isinstance(meta, dict) or meta.get("format") != EXPORT_FORMAT:
         got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise LoadError(f"{meta_path}: not a metaprompt export (format {got!r}, expected {EXPORT_FORMAT!r})")
-    for key in ("base_model", "config", "parameters", "template", "prompt", "verbalizer"):
-        if key not in meta:
-            raise LoadError(f"{meta_path}: the field '{key}' is missing (a truncated or hand-edited file?)")
+    from metaprompt.fields import FileFormatError, check_export_meta
+
+    try:  # every field this module reads, with its type: a hand-edited file fails here, naming the field
+        check_export_meta(meta, meta_path)
+    except FileFormatError as err:
+        raise LoadError(str(err)) from None
     try:
         tensors, info = read_init(path / INIT_FILE)
     except CheckpointError as err:

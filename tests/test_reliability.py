@@ -470,3 +470,81 @@ def test_data_check_reports_invisible_texts_huge_labels_and_leaks(tmp_path, tiny
     assert "2 error(s)" in out
     assert main(["data", "check", str(tiny_data[0]), "--splits", str(tiny_data[1])]) == 0  # a clean file
     assert "leak" not in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- files read back: file and field named
+
+
+def _flip(path, find: bytes, offset: int = 0) -> None:
+    """Flip one bit of the first byte of ``find`` (plus ``offset``) in the file's safetensors header."""
+    data = bytearray(path.read_bytes())
+    size = int.from_bytes(data[:8], "little")
+    at = data.index(find, 8, 8 + size) + offset
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("find, offset, message", [
+    (b'"state":"{', 9, "metadata field 'state' is not valid JSON"),  # '{' -> 'z'
+    (b'"param_names":"[', 15, "metadata field 'param_names' is not valid JSON"),
+    (b'"rng/torch"', 1, "tensor 'rng/torch' is missing"),  # the name in the header: 'rng' -> 'sng'
+    (b'\\"step\\"', 2, "cannot be restored (TypeError"),  # a field of the trainer state renamed
+])
+def test_a_flipped_byte_in_a_checkpoint_header_is_one_error(earlier_run, tmp_path, capsys, find, offset, message):
+    run, _ = earlier_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    _flip(copy / "checkpoint.safetensors", find, offset)
+    before = _snapshot(copy)
+    _expect_error(capsys, ["train", "--resume", str(copy)], str(copy / "checkpoint.safetensors"), message)
+    assert _snapshot(copy) == before
+
+
+def _edit(key_path: str, value):
+    def edit(meta):
+        node = meta
+        *parents, leaf = key_path.split(".")
+        for part in parents:
+            node = node[part]
+        if value is KeyError:
+            del node[leaf]
+        else:
+            node[leaf] = value
+    return edit
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_edit("parameters", "x"), "field 'parameters': expected an object of tensor shapes"),
+    (_edit("base_model.hidden_size", "32"), "field 'base_model.hidden_size': expected a non-negative integer, got \"32\""),
+    (_edit("prompt.length", KeyError), "field 'prompt.length' is missing"),
+    (_edit("base_model", []), "field 'base_model': expected an object, got []"),
+    (_edit("metrics", {"meta": {"accuracy_mean": "high"}}), "field 'metrics.meta.accuracy_mean': expected a number"),
+    (_edit("meta_train_classes", "0,1"), "field 'meta_train_classes': expected a list of integers"),
+])
+def test_a_hand_edited_metaprompt_json_is_one_error(earlier_run, tmp_path, capsys, edit, message):
+    from metaprompt.load import LoadError, load_init
+
+    run, _ = earlier_run
+    export = tmp_path / "export"
+    assert main(["export", str(run), "--out", str(export)]) == 0
+    meta = json.loads((export / "metaprompt.json").read_text())
+    edit(meta)
+    (export / "metaprompt.json").write_text(json.dumps(meta))
+    _expect_error(capsys, ["load", str(export)], str(export / "metaprompt.json"), message)
+    with pytest.raises(LoadError, match="hand-edited"):
+        load_init(export)
+
+
+def test_a_hand_edited_results_json_does_not_break_export(earlier_run, tmp_path, capsys):
+    run, _ = earlier_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    results = json.loads((copy / "results.json").read_text())
+    results["results"][1]["accuracy_mean"] = "93%"
+    (copy / "results.json").write_text(json.dumps(results))
+    _expect_error(capsys, ["export", str(copy), "--out", str(tmp_path / "x")],
+                  "field 'results[1].accuracy_mean': expected a number")
+    results["results"] = {"meta": 1}
+    (copy / "results.json").write_text(json.dumps(results))
+    _expect_error(capsys, ["export", str(copy), "--out", str(tmp_path / "x")], "field 'results': expected a list")
+    assert not (tmp_path / "x").exists()

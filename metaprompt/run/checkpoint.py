@@ -80,7 +80,7 @@ def load_init(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors, metadata = read_safetensors(path)
     if metadata.get("format") != INIT_FORMAT:
         raise CheckpointError(f"{path}: not a metaprompt init (format {metadata.get('format')!r})")
-    return tensors, json.loads(metadata.get("info", "{}"))
+    return tensors, _fields(path, {"info": "dict"}, {"info": "{}", **metadata})["info"]
 
 
 def save_checkpoint(path: Path, params: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
@@ -116,19 +116,40 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     tensors, metadata = read_safetensors(path)
     if metadata.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a metaprompt checkpoint (format {metadata.get('format')!r})")
-    names = json.loads(metadata["param_names"])
-    params = {name: tensors[f"param/{name}"] for name in names}
-    layout = json.loads(metadata["optimizer_layout"])
+    meta = _fields(path, {"param_names": "strs", "optimizer_layout": "dict", "optimizer_groups": "list",
+                          "scheduler": "dict", "state": "dict"}, metadata)
+
+    def tensor(name: str) -> torch.Tensor:
+        if name not in tensors:
+            raise CheckpointError(f"{path}: tensor '{name}' is missing (a damaged file?)")
+        return tensors[name]
+
+    params = {name: tensor(f"param/{name}") for name in meta["param_names"]}
     opt_state = {}
-    for index, entry in layout.items():
-        opt_state[int(index)] = {key: tensors[f"optim/{index}/{key}"] if value == "tensor" else value
+    for index, entry in meta["optimizer_layout"].items():
+        if not index.isdigit() or not isinstance(entry, dict):
+            raise CheckpointError(f"{path}: metadata field 'optimizer_layout': malformed entry {index!r}")
+        opt_state[int(index)] = {key: tensor(f"optim/{index}/{key}") if value == "tensor" else value
                                  for key, value in entry.items()}
-    scheduler = json.loads(metadata["scheduler"])
+    scheduler = meta["scheduler"]
+    if not isinstance(scheduler.get("base_lrs"), list):
+        raise CheckpointError(f"{path}: metadata field 'scheduler': 'base_lrs' is missing")
     scheduler["lr_lambdas"] = [None] * len(scheduler["base_lrs"])  # plain functions, rebuilt from the config
     return {
         "params": params,
-        "optimizer": {"state": opt_state, "param_groups": json.loads(metadata["optimizer_groups"])},
+        "optimizer": {"state": opt_state, "param_groups": meta["optimizer_groups"]},
         "scheduler": scheduler,
-        "state": json.loads(metadata["state"]),
-        "rng": tensors["rng/torch"],
+        "state": meta["state"],
+        "rng": tensor("rng/torch"),
     }
+
+
+def _fields(path: Path, spec: dict[str, str], metadata: dict[str, str]) -> dict[str, Any]:
+    """The JSON fields ``spec`` of a safetensors header, parsed and type-checked (a damaged header
+    becomes a CheckpointError naming the file and the field, not a KeyError or JSONDecodeError)."""
+    from metaprompt.fields import FileFormatError, json_field
+
+    try:
+        return {key: json_field(metadata, key, kind, path, " (a damaged file?)") for key, kind in spec.items()}
+    except FileFormatError as err:
+        raise CheckpointError(str(err)) from None

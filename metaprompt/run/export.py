@@ -113,6 +113,12 @@ def _metrics(run_dir: Path) -> dict[str, Any]:
         results = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ExportError(f"{path}: not valid JSON ({err})") from None
+    from metaprompt.fields import FileFormatError, check_results
+
+    try:
+        check_results(results, path)
+    except FileFormatError as err:
+        raise ExportError(str(err)) from None
     if not any(r.get("init") == "meta" for r in results.get("results", [])):
         print(f"note: {path} has no score of the meta-learned init; the model card shows no accuracy "
               f"(`metaprompt eval {run_dir}` scores it)", file=sys.stderr)

@@ -227,20 +227,23 @@ def _train(cfg: Config, run_dir: Path, resume: bool, setup: Setup | None, group:
         ckpt = load_checkpoint(run_dir / CHECKPOINT_FILE)
         if set(ckpt["params"]) != set(params):
             raise TrainingError(f"{run_dir / CHECKPOINT_FILE} does not match this config's parameters")
-        if ckpt["state"]["step"] > total_steps:
-            raise ConfigError(f"config key 'train.episodes': {run_dir} has trained {ckpt['state']['step']} outer "
-                              f"steps already, more than the {total_steps} that train.episodes={cfg.train.episodes} "
-                              "allows")
-        with torch.no_grad():
-            for name, value in ckpt["params"].items():
-                params[name].copy_(value)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        torch.set_rng_state(ckpt["rng"])
-        state = TrainState(**ckpt["state"])
+        try:  # a damaged or foreign checkpoint: one message naming the file, not a traceback
+            with torch.no_grad():
+                for name, value in ckpt["params"].items():
+                    params[name].copy_(value)
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            torch.set_rng_state(ckpt["rng"])
+            state = TrainState(**ckpt["state"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
+            raise TrainingError(f"{run_dir / CHECKPOINT_FILE}: its parameters, optimiser, scheduler, RNG or trainer "
+                                f"state cannot be restored ({type(err).__name__}: {err}); the file is damaged") from None
+        if state.step > total_steps:
+            raise ConfigError(f"config key 'train.episodes': {run_dir} has trained {state.step} outer steps already, "
+                              f"more than the {total_steps} that train.episodes={cfg.train.episodes} allows")
         metrics = _NoMetrics()
         if group.is_main:
-            record_resume(run_dir, int(ckpt["state"]["step"]), changes)
+            record_resume(run_dir, state.step, changes)
             for stale in run_dir.glob(".*.tmp"):
                 stale.unlink(missing_ok=True)  # left by a kill during an atomic write
             # A checkpoint taken before the first validation (empty history) keeps no metrics line.
