@@ -548,3 +548,23 @@ def test_a_hand_edited_results_json_does_not_break_export(earlier_run, tmp_path,
     (copy / "results.json").write_text(json.dumps(results))
     _expect_error(capsys, ["export", str(copy), "--out", str(tmp_path / "x")], "field 'results': expected a list")
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_export_of_a_non_finite_init_names_the_runs_file(earlier_run, tmp_path, capsys, value):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    run, _ = earlier_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    best = copy / "best.safetensors"
+    with safe_open(str(best), "pt") as handle:
+        metadata = handle.metadata()
+    tensors = load_file(str(best))
+    name = sorted(tensors)[0]
+    tensors[name].view(-1)[0] = value
+    save_file(tensors, str(best), metadata=metadata)  # what a damaged disk could hold
+    err = _expect_error(capsys, ["export", str(copy), "--out", str(tmp_path / "x")], str(best), f"'{name}'",
+                        "non-finite")
+    assert ".tmp" not in err and not (tmp_path / "x").exists()
