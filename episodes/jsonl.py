@@ -39,6 +39,8 @@ _INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Cn", "Co", "Zs", "Zl", "Zp", "Mn", "M
 
 def is_invisible(text: str) -> bool:
     """Whether ``text`` holds no character a tokenizer would keep (see :data:`_INVISIBLE`)."""
+    if text.isascii() and text.isprintable():  # the usual line, decided in C: it has a visible character
+        return not text.strip()
     return all(ch.isspace() or unicodedata.category(ch) in _INVISIBLE for ch in text)
 
 
