@@ -528,10 +528,14 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
             return int(value)
         if isinstance(value, str):
             try:
+                return int(value.strip().replace("_", ""))  # exact: float() would round a seed above 2**53
+            except ValueError:
+                pass
+            try:
                 number = float(value)
             except ValueError:
                 raise bad from None
-            if number.is_integer():
+            if number.is_integer() and abs(number) < 2**53:  # "1e3", "3.0"; beyond 2**53 a float is not exact
                 return int(number)
         raise bad
     if tp is float:

@@ -568,3 +568,13 @@ def test_export_of_a_non_finite_init_names_the_runs_file(earlier_run, tmp_path, 
     err = _expect_error(capsys, ["export", str(copy), "--out", str(tmp_path / "x")], str(best), f"'{name}'",
                         "non-finite")
     assert ".tmp" not in err and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("text, value", [(str(2**64 - 1), 2**64 - 1), (str(2**53 + 1), 2**53 + 1), ("1e3", 1000),
+                                         ("1_000", 1000)])
+def test_set_keeps_big_integers_exact(text, value):
+    """--set seed=… used to go through float(): 2**53 + 1 silently became 2**53 (another seed)."""
+    from metaprompt.config import Config
+
+    assert Config.load(None, [f"seed={text}"]).seed == value
+    assert Config.load(None, [f"eval.seed={text}"]).eval.seed == value
