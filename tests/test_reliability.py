@@ -488,7 +488,7 @@ def _flip(path, find: bytes, offset: int = 0) -> None:
     (b'"state":"{', 9, "metadata field 'state' is not valid JSON"),  # '{' -> 'z'
     (b'"param_names":"[', 15, "metadata field 'param_names' is not valid JSON"),
     (b'"rng/torch"', 1, "tensor 'rng/torch' is missing"),  # the name in the header: 'rng' -> 'sng'
-    (b'\\"step\\"', 2, "cannot be restored (TypeError"),  # a field of the trainer state renamed
+    (b'"state":"{\\"step', 12, "cannot be restored (TypeError"),  # the trainer state's 'step' -> 'rtep'
 ])
 def test_a_flipped_byte_in_a_checkpoint_header_is_one_error(earlier_run, tmp_path, capsys, find, offset, message):
     run, _ = earlier_run
