@@ -255,3 +255,15 @@ def test_episode_file_is_never_silently_replaced(tmp_path, tiny_data, capsys):
     _expect_error(capsys, [*argv[:-len(data)], "--seed", "7", *data], "the file already exists", "--force")
     assert out.read_bytes() == first
     assert main([*argv, "--seed", "7", "--force"]) == 0 and out.read_bytes() != first
+
+
+@pytest.mark.parametrize("argv", [["eval", "{run}", "--set", "eval.adapt=adam"], ["eval", "{run}", "--set", "seed=-1"],
+                                  ["train", "--resume", "{run}", "--set", "train.lr=-1"]])
+def test_a_refused_command_does_not_even_take_the_lock(trained, tmp_path, capsys, argv):
+    """Bad input is refused before the run is touched: not even the lock file appears (a run
+    written before runs had locks stays byte-for-byte as it was)."""
+    run = _copy(trained, tmp_path / "run")
+    (run / LOCK_FILE).unlink()
+    before = _digest(run)
+    _expect_error(capsys, [a.format(run=run) for a in argv], "config key")
+    assert _digest(run) == before and not (run / LOCK_FILE).exists()

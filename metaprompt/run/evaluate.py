@@ -265,17 +265,17 @@ def evaluate(run_dir: str | Path, overrides: list[str] = (), episodes: int | Non
         raise EvalError(f"--episodes must be ≥ 1, got {episodes}")
     if json_path is not None:
         check_output_file(json_path, "--json", force)
-    with owned(run_dir, "eval"):
-        return _evaluate(run_dir, overrides, episodes, json_path, tuple(inits), setup)
-
-
-def _evaluate(run_dir: Path, overrides, episodes: int | None, json_path, inits: tuple[str, ...],
-              setup: Setup | None) -> dict[str, Any]:
     extra = [f"eval.episodes={episodes}"] if episodes else []
     stored = Config.load(run_dir / CONFIG_FILE)
+    cfg = setup.cfg if setup is not None else Config.load(run_dir / CONFIG_FILE, list(overrides) + extra)
+    with owned(run_dir, "eval"):  # a bad --set was refused above, before the run is touched
+        return _evaluate(run_dir, stored, cfg, episodes, json_path, tuple(inits), setup)
+
+
+def _evaluate(run_dir: Path, stored: Config, cfg: Config, episodes: int | None, json_path, inits: tuple[str, ...],
+              setup: Setup | None) -> dict[str, Any]:
     if setup is None:
-        setup = build_setup(Config.load(run_dir / CONFIG_FILE, list(overrides) + extra))
-    cfg = setup.cfg
+        setup = build_setup(cfg)
     meta_params, info = load_meta_params(run_dir, setup) if "meta" in inits else (None, None)
     header, test, sha = test_episodes(setup, episodes or cfg.eval.episodes)
     name, move_old = results_plan(run_dir, stored.to_dict(), inits, len(test), cfg.to_dict(),
