@@ -333,7 +333,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
 
     def __post_init__(self) -> None:
-        _check(self.threads >= 0, "threads", f"must be ≥ 0, got {self.threads}")
+        _check(0 <= self.threads <= 256, "threads", f"must be from 0 (torch's default) to 256, got {self.threads}")
         _seed(self.seed, "seed")
         _check(len(self.label) <= 120 and not any(ch in self.label for ch in "|\n\r\t`"), "label",
                f"must be at most 120 characters without '|', backticks, tabs or line breaks, got {self.label!r}")
@@ -343,6 +343,9 @@ class Config:
         _check(not (self.model.gradient_checkpointing and self.prompt.kind == "prefix"), "model.gradient_checkpointing",
                "does not work with prompt.kind=prefix (the per-layer prefixes live in a cache that recomputing a "
                "layer would extend a second time); use prompt.kind=embedding, ptuning or pool, or switch it off")
+        _check(self.data.dataset != "custom" or self.verbalizer.label_words == "label_name", "verbalizer.label_words",
+               f"picks a section of a built-in data set's verbalizers.json, got {self.verbalizer.label_words!r}; a "
+               "custom data set's label words come from its split file ('label_words', else the class names)")
         if self.verbalizer.kind in ("label_words", "hybrid"):
             _check(self.model.mlm_head != "no", "verbalizer.kind",
                    f"'{self.verbalizer.kind}' scores label words with a masked-LM head, but model.mlm_head is 'no'")

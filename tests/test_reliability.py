@@ -201,6 +201,11 @@ BAD_TRAIN_INPUTS = [
     ("hybrid weight out of range", _plain(**{"verbalizer.hybrid_weight": 2}), "config key 'verbalizer.hybrid_weight'"),
     ("empty wandb project", _plain(**{"log.wandb_project": ""}), "config key 'log.wandb_project': must not be empty"),
     ("empty data path", _plain(**{"data.test_episodes_file": " "}), "config key 'data.test_episodes_file': must not"),
+    ("too many threads", _plain(threads=100000), "config key 'threads': must be from 0 (torch's default) to 256"),
+    ("infinite LoRA alpha", _plain(**{"peft.method": "lora", "peft.lora_alpha": "inf"}),
+     "config key 'peft.lora_alpha': must be a finite number > 0, got inf"),
+    ("label-word section with a custom data set (was silently ignored)", _plain(**{"verbalizer.label_words": "metaprompter"}),
+     "config key 'verbalizer.label_words': picks a section of a built-in data set's verbalizers.json"),
     ("missing test episode file (caught before training)",
      _plain(**{"data.test_episodes_file": "/nonexistent/test.jsonl"}),
      "config key 'data.test_episodes_file': /nonexistent/test.jsonl does not exist"),
@@ -217,7 +222,7 @@ BAD_TRAIN_INPUTS = [
 def test_bad_train_input_is_one_clear_error(tmp_path, tiny_data, tiny_models, earlier_run, capsys, case, make, message):
     extra = make(tmp_path, tiny_data, tiny_models("bert"))
     out = tmp_path / "runs" / "new"
-    argv = ["train", "--out", str(out), *_sets(tiny_overrides(tiny_data, tiny_models("bert"), threads=1, **extra))]
+    argv = ["train", "--out", str(out), *_sets(tiny_overrides(tiny_data, tiny_models("bert"), **{"threads": 1, **extra}))]
     _expect_error(capsys, argv, message)
     assert not (tmp_path / "runs").exists(), "a run directory was created"
     run, snapshot = earlier_run

@@ -58,7 +58,7 @@ def resolve_device(name: str) -> torch.device:
 def load_data(cfg: Config) -> TextDataset:
     if cfg.data.dataset == "custom":
         return load_custom_dataset(cfg.data.path, cfg.data.splits)
-    return load_dataset(cfg.data.dataset, cfg.data.dir)
+    return load_dataset(cfg.data.dataset, cfg.data.dir, cfg.verbalizer.label_words)
 
 
 def label_word_ids(tokenizer, label_words: dict[int, list[str]]) -> dict[int, list[list[int]]]:
