@@ -193,7 +193,9 @@ def _export(run_dir: Path, out: Path, fmt: str, verify: bool) -> Path:
     if (run_dir / RUN_FILE).is_file():
         try:
             training = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            training = {}
+        if not isinstance(training, dict):  # provenance only: a hand-edited run.json does not stop an export
             training = {}
     from metaprompt.run.setup import label_word_ids
 
