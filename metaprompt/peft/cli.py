@@ -28,6 +28,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--init", choices=list(INITS), default="both",
                    help="pretrained: no meta-training; meta / both: meta-train first (default both)")
     p.add_argument("--json", type=Path, help="also write the results JSON here (a new file)")
+    p.add_argument("--force", action="store_true", help="replace an existing --json file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, also a method default (repeatable)")
     return p
@@ -48,7 +49,7 @@ def run(args) -> int:
     print(f"{args.method}: method defaults {', '.join(defaults)} (--set overrides them)")
     check_run_dir(args.out, resume=False)
     if args.json is not None:
-        check_output_file(args.json, "--json")
+        check_output_file(args.json, "--json", args.force)
     setup = build_setup(cfg)  # everything is checked before the run directory exists
     check_test_episodes(setup)  # too few test classes or examples, a missing episode file: fail before writing
     with owned(args.out, "baseline"):  # one owner for training and evaluation
@@ -62,5 +63,5 @@ def run(args) -> int:
             (args.out / RUN_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
         else:
             train(cfg, args.out, setup=setup)
-        evaluate(args.out, json_path=args.json, inits=INITS[args.init], setup=setup)
+        evaluate(args.out, json_path=args.json, inits=INITS[args.init], setup=setup, force=args.force)
     return 0

@@ -757,6 +757,12 @@ def build_report(paths: Sequence[str | Path], out_dir: str | Path, title: str | 
                  plots: bool = True, command: str | None = None) -> Path:
     """Write ``out_dir/report.md`` (and PNG plots) for the results found under ``paths``."""
     out_dir = Path(out_dir)
+    probe = out_dir
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():  # checked before any results file is read
+        what = "is a file; give a folder" if probe == out_dir else f"cannot be created: {probe} is a file, not a directory"
+        raise ReportError(f"--out {out_dir} {what}")
     found = find_results(paths)
     if not found:
         raise ReportError("no results JSON found")
