@@ -224,26 +224,36 @@ def test_own_evaluation_moves_an_earlier_partial_one_aside(trained, tmp_path, ca
 
 def test_eval_refuses_to_replace_a_result_on_other_data(trained, tmp_path, tiny_data, capsys):
     run = _copy(trained, tmp_path / "run")
-    data = tmp_path / "data.jsonl"
-    data.write_text(tiny_data[0].read_text())
-    (run / "config.yaml").write_text((run / "config.yaml").read_text().replace(str(tiny_data[0]), str(data)))
     assert main(["eval", str(run)]) == 0
     own = (run / "results.json").read_bytes()
-    data.write_text(tiny_data[0].read_text().replace("goal", "goals"))  # the data changed under the run
-    err = _expect_error(capsys, ["eval", str(run)])
-    assert "scored other data or test episodes" in err or "sha256" in err, err
-    assert (run / "results.json").read_bytes() == own
-    assert not list(run.glob("results.partial*"))  # refused before anything was scored
-    # config.yaml pointed to another file: the earlier result is of another kind, moved aside (not lost)
-    other = tmp_path / "other.jsonl"
-    other.write_text(tiny_data[0].read_text())
-    (run / "config.yaml").write_text((run / "config.yaml").read_text().replace(str(data), str(other)))
+    data = tmp_path / "data.jsonl"
+    data.write_text(tiny_data[0].read_text())
+    on_copy = ["--set", f"data.path={data}"]
     capsys.readouterr()
-    if main(["eval", str(run)]) == 0:
-        moved = [p for p in run.glob("results.both-3ep.*.json")]
-        assert len(moved) == 1 and moved[0].read_bytes() == own, capsys.readouterr().err
-    else:  # a data check that compares the file with the one the run was trained on refuses first
-        assert (run / "results.json").read_bytes() == own
+    assert main(["eval", str(run), *on_copy]) == 0  # another data file: beside results.json
+    beside = [p for p in run.glob("results.both-3ep.*.json")]
+    assert len(beside) == 1 and (run / "results.json").read_bytes() == own
+    first = beside[0].read_bytes()
+    data.write_text(tiny_data[0].read_text().replace("goal", "goals"))  # that file changed since
+    err = _expect_error(capsys, ["eval", str(run), *on_copy])
+    assert "holds an evaluation of other data or test episodes" in err or "sha256" in err, err
+    assert beside[0].read_bytes() == first and (run / "results.json").read_bytes() == own
+    assert not list(run.glob("results*partial*"))  # refused before anything was scored
+
+
+def test_a_hand_edited_config_yaml_is_refused(trained, tmp_path, capsys):
+    """run.json records the config that trained the run: eval, export and --resume refuse a config.yaml
+    edited since (a --set on resume is refused the same way), naming the keys."""
+    run = _copy(trained, tmp_path / "run")
+    config = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(config.replace("lr: 0.002", "lr: 0.5").replace("seed: 1999", "seed: 77"))
+    before = _digest(run)
+    for argv in (["train", "--resume", str(run)], ["eval", str(run)], ["export", str(run), "--out", str(tmp_path / "x")]):
+        _expect_error(capsys, argv, "config.yaml was edited after this run was trained with it", "seed (1999 -> 77)",
+                      "train.lr (0.002 -> 0.5)")
+    assert _digest(run) == before and not (tmp_path / "x").exists()
+    (run / "config.yaml").write_text(config.replace("progress: false", "progress: true"))  # a runtime key: fine
+    assert main(["eval", str(run), "--episodes", "1", "--init", "pretrained"]) == 0
 
 
 def test_episode_file_is_never_silently_replaced(tmp_path, tiny_data, capsys):

@@ -267,6 +267,9 @@ def evaluate(run_dir: str | Path, overrides: list[str] = (), episodes: int | Non
         check_output_file(json_path, "--json", force)
     extra = [f"eval.episodes={episodes}"] if episodes else []
     stored = Config.load(run_dir / CONFIG_FILE)
+    from metaprompt.run.resume import check_config_unedited
+
+    check_config_unedited(run_dir, stored)
     cfg = setup.cfg if setup is not None else Config.load(run_dir / CONFIG_FILE, list(overrides) + extra)
     with owned(run_dir, "eval"):  # a bad --set was refused above, before the run is touched
         return _evaluate(run_dir, stored, cfg, episodes, json_path, tuple(inits), setup)

@@ -165,6 +165,9 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "native", verify
 
 def _export(run_dir: Path, out: Path, fmt: str, verify: bool) -> Path:
     original = Config.load(run_dir / CONFIG_FILE)
+    from metaprompt.run.resume import check_config_unedited
+
+    check_config_unedited(run_dir, original)
     cfg = Config.load(run_dir / CONFIG_FILE, ["model.device=cpu"])  # exports are built on the CPU
     try:
         learned, info = load_init(run_dir / BEST_FILE)

@@ -254,7 +254,8 @@ def _train(cfg: Config, run_dir: Path, resume: bool, setup: Setup | None, group:
     else:
         (run_dir / CONFIG_FILE).write_text(cfg.to_yaml(), encoding="utf-8")
         info = {**provenance(), "trainable_params": counts, "dataset_sha256": setup.dataset.sha256,
-                "model": cfg.model.name, "distributed": group.describe()}
+                "model": cfg.model.name, "distributed": group.describe(),
+                "config": cfg.to_dict()}  # what trained the run: a later hand edit of config.yaml is refused
         (run_dir / RUN_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
         metrics = _Metrics(run_dir / METRICS_FILE)
     if group.is_main:
