@@ -21,7 +21,7 @@ from typing import Any
 
 from episodes.jsonl import file_sha256
 from metaprompt.config import without_runtime_keys
-from metaprompt.run.rundir import PARTIAL_FILE
+from metaprompt.run.rundir import PARTIAL_FILE  # noqa: F401 (re-exported: its historical home)
 
 log = logging.getLogger(__name__)
 

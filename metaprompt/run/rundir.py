@@ -4,15 +4,17 @@ A run directory holds::
 
     config.yaml              the resolved config: the truth of the run (what `eval`, `export` and
                              `--resume` read; `--resume` refuses a --set that would change it)
-    run.json                 provenance: command, commit, versions, machine, parameter counts, and
-                             one entry per resume (command, runtime settings it changed)
+    run.json                 provenance: command, commit, versions, machine, parameter counts, the
+                             config that trained the run (a later hand edit of config.yaml is refused),
+                             and one entry per resume (command, runtime settings it changed)
     checkpoint.safetensors   latest state (params, optimiser, scheduler, RNG, episode cursor)
     best.safetensors         best-on-validation meta-parameters (the learned init)
     metrics.jsonl            one line per outer step and per validation
     train_summary.json       written when training ends
     results.json             the run's own evaluation (`metaprompt eval RUN`: both inits, eval.episodes
-                             episodes, config.yaml unchanged); any other evaluation is written beside it
-                             as results.<init>-<N>ep[.<hash of the changed keys>].json
+                             episodes, config.yaml unchanged), or the run's first evaluation until that
+                             one is made; any other evaluation is written beside it as
+                             results.<init>-<N>ep[.<hash of the changed keys>].json (metaprompt.run.evaluate)
     results.partial.jsonl    per-episode scores of an evaluation in progress (one per results file)
     .metaprompt.lock         the OS lock (flock) held by the one process writing into the run
     .metaprompt.lock.owner   pid, command and start time of that process (to name it in a refusal)
