@@ -590,3 +590,25 @@ def test_set_keeps_big_integers_exact(text, value):
 
     assert Config.load(None, [f"seed={text}"]).seed == value
     assert Config.load(None, [f"eval.seed={text}"]).eval.seed == value
+
+
+def test_full_disk_during_eval_or_export_is_one_error(earlier_run, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import metaprompt.run.evaluate as evaluation
+    import metaprompt.run.export as exporting
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    run, _ = earlier_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    monkeypatch.setattr(evaluation, "write_text_atomic", full)  # the results file
+    _expect_error(capsys, ["eval", str(copy), "--init", "pretrained", "--episodes", "1"], "No space left on device",
+                  "run the same command again")
+    assert list(copy.glob("*.partial.jsonl"))  # the scored episode is kept
+    monkeypatch.setattr(exporting, "save_init", full)
+    _expect_error(capsys, ["export", str(copy), "--out", str(tmp_path / "x")], "No space left on device",
+                  "nothing was written")
+    assert not (tmp_path / "x").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".x")]

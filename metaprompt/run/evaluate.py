@@ -272,7 +272,13 @@ def evaluate(run_dir: str | Path, overrides: list[str] = (), episodes: int | Non
     check_config_unedited(run_dir, stored)
     cfg = setup.cfg if setup is not None else Config.load(run_dir / CONFIG_FILE, list(overrides) + extra)
     with owned(run_dir, "eval"):  # a bad --set was refused above, before the run is touched
-        return _evaluate(run_dir, stored, cfg, episodes, json_path, tuple(inits), setup)
+        try:
+            return _evaluate(run_dir, stored, cfg, episodes, json_path, tuple(inits), setup)
+        except OSError as err:  # disk full, folder gone: the episodes scored so far are kept
+            where = getattr(err, "filename", None) or run_dir
+            raise EvalError(f"cannot write {where}: {err.strerror or err}; the episodes scored so far are kept in "
+                            f"{run_dir} (its .partial.jsonl file): free some space, then run the same command again "
+                            "(it goes on where it stopped)") from None
 
 
 def _evaluate(run_dir: Path, stored: Config, cfg: Config, episodes: int | None, json_path, inits: tuple[str, ...],

@@ -160,7 +160,11 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "native", verify
         raise ExportError(f"cannot create export directory {out}: {probe} is a file, not a directory")
     inside = out.resolve().is_relative_to(run_dir.resolve())
     with owned(run_dir, "export") if inside else contextlib.nullcontext():  # it writes into the run
-        return _export(run_dir, out, fmt, verify)
+        try:
+            return _export(run_dir, out, fmt, verify)
+        except OSError as err:  # disk full while the export was staged: nothing was left behind
+            raise ExportError(f"cannot write the export {out}: {err.strerror or err}; nothing was written "
+                              "(free some space, then export again)") from None
 
 
 def _export(run_dir: Path, out: Path, fmt: str, verify: bool) -> Path:
