@@ -275,8 +275,7 @@ def evaluate(run_dir: str | Path, overrides: list[str] = (), episodes: int | Non
         try:
             return _evaluate(run_dir, stored, cfg, episodes, json_path, tuple(inits), setup)
         except OSError as err:  # disk full, folder gone: the episodes scored so far are kept
-            where = getattr(err, "filename", None) or run_dir
-            raise EvalError(f"cannot write {where}: {err.strerror or err}; the episodes scored so far are kept in "
+            raise EvalError(f"cannot write to {run_dir}: {err.strerror or err}; the episodes scored so far are kept in "
                             f"{run_dir} (its .partial.jsonl file): free some space, then run the same command again "
                             "(it goes on where it stopped)") from None
 
