@@ -457,9 +457,13 @@ def test_hints_name_a_command_that_works(earlier_run, tmp_path, capsys):
     bare = tmp_path / "bare"  # stopped before its first checkpoint: --resume would be refused, so it is not hinted
     bare.mkdir()
     shutil.copy(run / "config.yaml", bare / "config.yaml")
-    err = _expect_error(capsys, ["eval", str(bare)], "stopped before its first checkpoint")
+    err = _expect_error(capsys, ["eval", str(bare)], "stopped before its first checkpoint",
+                        f"`metaprompt train --config {bare / 'config.yaml'} --out NEW_RUN`")
     assert "--resume" not in err and "--init pretrained" in err
     assert main(["eval", str(bare), "--init", "pretrained", "--episodes", "1"]) == 0  # the other hint works too
+    new = tmp_path / "new"
+    assert main(["train", "--config", str(bare / "config.yaml"), "--out", str(new), "--set", "train.episodes=1",
+                 "--set", "log.progress=false"]) == 0 and (new / "best.safetensors").is_file()  # and so does the first
 
 
 def test_data_check_reports_invisible_texts_huge_labels_and_leaks(tmp_path, tiny_data, capsys):

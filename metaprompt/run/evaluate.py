@@ -176,8 +176,8 @@ def _how_to_train(run_dir: Path) -> str:
     """A command that works for a run without a learned init (`train --out` refuses an existing run)."""
     if (run_dir / CHECKPOINT_FILE).is_file():
         return f"the run has not validated an init yet; continue its training with `metaprompt train --resume {run_dir}`"
-    return (f"the run stopped before its first checkpoint; delete {run_dir} and train it again with "
-            f"`metaprompt train --config {run_dir / CONFIG_FILE} --out {run_dir}`, or score the pretrained init "
+    return (f"the run stopped before its first checkpoint; train its config again into a new directory with "
+            f"`metaprompt train --config {run_dir / CONFIG_FILE} --out NEW_RUN`, or score the pretrained init "
             f"alone with `metaprompt eval {run_dir} --init pretrained`")
 
 

@@ -148,8 +148,8 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "native", verify
     if not (run_dir / BEST_FILE).is_file():
         hint = (f"continue its training with `metaprompt train --resume {run_dir}`"
                 if (run_dir / CHECKPOINT_FILE).is_file() else
-                f"it stopped before its first checkpoint: delete it and train again with "
-                f"`metaprompt train --config {run_dir / CONFIG_FILE} --out {run_dir}`")
+                f"it stopped before its first checkpoint: train its config again into a new directory with "
+                f"`metaprompt train --config {run_dir / CONFIG_FILE} --out NEW_RUN`")
         raise ExportError(f"{run_dir} is not a trained run (needs {CONFIG_FILE} and {BEST_FILE}): {hint}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(f"export directory {out} already exists and is not empty; choose another --out")
