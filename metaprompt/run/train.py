@@ -41,7 +41,6 @@ from metaprompt.run.stats import mean_ci95
 log = logging.getLogger(__name__)
 
 
-
 class TrainingError(UserError, RuntimeError):
     """Training cannot go on (the message says why and what is left on disk)."""
 
