@@ -130,7 +130,7 @@ def _label_words_from(name: str, data_dir: Path | None, splits: ClassSplits, sec
             return parse_label_words(table[section][name], source, f"{section}.{name}", splits.all_classes)
     if section != "label_name":
         raise DataError(
-            f"No label words of kind {section!r} for data set {name!r} in {' or '.join(s for _, s in candidates)}; "
+            f"No label words of kind {section!r} (verbalizer.label_words) for data set {name!r} in {' or '.join(s for _, s in candidates)}; "
             f"use the 'label_name' words or add a '{section}' section."
         )
     return {cid: derive_label_words(splits.name(cid)) for cid in splits.all_classes}
@@ -196,21 +196,22 @@ def _missing_message(name: str, data_dir: str | Path | None) -> str:
     )
 
 
-def load_dataset(name: str, data_dir: str | Path | None = None) -> TextDataset:
+def load_dataset(name: str, data_dir: str | Path | None = None, label_words: str = "label_name") -> TextDataset:
     """Load a built-in data set ("huffpost", "amazon", "reuters" or "20news").
 
     ``data_dir`` (the config's ``data.dir``) is the only folder searched when given;
     otherwise :func:`resolve_data_dir` gives the search order. Every label must be
-    a class of the splits.
+    a class of the splits. ``label_words``: the section of verbalizers.json (the config's
+    ``verbalizer.label_words``).
     """
     _check_builtin(name)
     path = _find_data_file(name, data_dir)
     if path is None:
         raise DataError(_missing_message(name, data_dir))
     splits = load_splits(name, path.parent)
-    label_words = _label_words_from(name, path.parent, splits, "label_name")
+    words = _label_words_from(name, path.parent, splits, label_words)
     table, sha = load_validated(path, splits)
-    return TextDataset(name=name, path=path, table=table, splits=splits, sha256=sha, label_words=label_words)
+    return TextDataset(name=name, path=path, table=table, splits=splits, sha256=sha, label_words=words)
 
 
 def read_split_file(splits_path: str | Path, name: str = "custom") -> tuple[ClassSplits, dict[str, Any], str]:

@@ -13,13 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Literal
 
+from metaprompt.errors import UserError  # the one class the metaprompt command catches
+
 Severity = Literal["error", "warning", "info"]
 
 #: How many problems a DataError message lists before it summarises the rest.
 MAX_LISTED = 10
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A problem with the user's data, split file, episode file or data directory."""
 
 

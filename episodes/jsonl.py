@@ -250,7 +250,7 @@ def check_data_file(
     and, given ``splits``, that every label is a class of a split; given
     ``min_per_class``, that every class has at least that many examples.
     """
-    scan = scan_data_file(path, keep_texts=False)
+    scan = scan_data_file(path, keep_texts=splits is not None)
     return scan.problems + split_problems(str(path), scan, splits, min_per_class)
 
 

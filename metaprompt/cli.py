@@ -7,19 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from episodes import DataError
-    from metaprompt.config import ConfigError
-    from metaprompt.model.backbone import ModelLoadError
-    from metaprompt.model.template import TemplateError
-    from metaprompt.run.checkpoint import CheckpointError
-    from metaprompt.run.evaluate import EvalError
-    from metaprompt.run.export import ExportError
-    from metaprompt.run.report import ReportError
-    from metaprompt.run.train import RunDirError, TrainingError
-
-    return (ConfigError, DataError, ModelLoadError, TemplateError, CheckpointError, EvalError, ExportError,
-            RunDirError, TrainingError, ReportError)
+from metaprompt.errors import UserError
 
 
 def _add_set(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="score pretrained and meta-learned init on fixed test episodes")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--episodes", type=int, help="number of test episodes (default eval.episodes)")
-    p.add_argument("--json", type=Path, help="also write the results JSON here")
+    p.add_argument("--json", type=Path, help="also write the results JSON here (a new file)")
+    p.add_argument("--force", action="store_true", help="replace an existing --json file")
     p.add_argument("--init", choices=["pretrained", "meta", "both"], default="both",
                    help="which init to score (default both)")
     _add_data_change(p)
@@ -74,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-query", type=int, default=15)
     p.add_argument("--count", type=int, default=1000)
     p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="the episode file to write (a new file)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
     _add_set(p)
 
     p = sub.add_parser("data", help="download or check data sets")
@@ -84,9 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--url", help="alternative URL of data.zip")
     d.add_argument("--force", action="store_true", help="re-download data sets already present")
     _add_set(d)
-    d = data_sub.add_parser("check", help="report every problem of the data files in DIR (or one file; "
-                                          "--set data.splits=FILE checks it against a class-split file too)")
+    d = data_sub.add_parser("check", help="report every problem of the data files in DIR (or one file)")
     d.add_argument("path", type=Path)
+    d.add_argument("--splits", type=Path, help="class-split file of a data FILE (or --set data.splits=FILE): also "
+                                               "check its labels against it and report texts shared by classes of "
+                                               "two splits")
     _add_set(d)
 
     from metaprompt.peft import cli as peft_cli  # light: no torch at parse time
@@ -132,7 +124,7 @@ def _cmd_eval(args) -> int:
     from metaprompt.run.evaluate import evaluate
 
     inits = ("pretrained", "meta") if args.init == "both" else (args.init,)
-    evaluate(args.run_dir, args.overrides, args.episodes, args.json, inits=inits,
+    evaluate(args.run_dir, args.overrides, args.episodes, args.json, inits=inits, force=args.force,
              allow_data_change=args.allow_data_change)
     return 0
 
@@ -154,9 +146,17 @@ def _cmd_load(args) -> int:
 
 def _cmd_episodes(args) -> int:
     from episodes import make_episode_file, write_episode_file
-    from metaprompt.config import Config
+    from metaprompt.config import SEED_MAX, Config
+    from metaprompt.run.rundir import check_output_file
     from metaprompt.run.setup import load_data
 
+    for flag, value, low in (("--n-way", args.n_way, 2), ("--k-shot", args.k_shot, 1), ("--n-query", args.n_query, 1),
+                             ("--count", args.count, 1), ("--seed", args.seed, 0)):
+        if value < low:
+            raise UserError(f"{flag} must be ≥ {low}, got {value}")
+    if args.seed > SEED_MAX:
+        raise UserError(f"--seed must be at most 2**64 - 1, got {args.seed}")
+    check_output_file(args.out, "--out", args.force, example="episodes.jsonl")  # before the data is read
     cfg = Config.load(None, [f"data.dataset={args.dataset}", *args.overrides])
     dataset = load_data(cfg)
     header, episodes = make_episode_file(dataset, args.split, args.n_way, args.k_shot, args.n_query,
@@ -185,10 +185,11 @@ def _cmd_data(args) -> int:
 
     if args.path.is_dir():
         problems = check_data_dir(args.path)
-    else:  # with --set data.splits=FILE also the labels against the splits (and texts shared across splits)
+    else:  # with --splits FILE also the labels against the splits (and texts shared across splits)
         from episodes.data import read_split_file
 
-        splits = read_split_file(cfg.data.splits)[0] if cfg.data.splits else None
+        split_file = args.splits or cfg.data.splits
+        splits = read_split_file(split_file)[0] if split_file else None
         problems = check_data_file(args.path, splits)
     errors = [p for p in problems if getattr(p, "severity", "error") == "error"]
     for problem in problems:
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     try:
         return COMMANDS[args.command](args)
-    except _user_errors() as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

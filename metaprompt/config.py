@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any, Union
 
 import yaml
+
+from metaprompt.errors import ConfigError
 
 DATASETS = ("huffpost", "amazon", "reuters", "20news", "custom")
 ALGORITHMS = ("maml", "fomaml", "maml++", "reptile")
@@ -27,8 +30,6 @@ LEARNABLE_GROUPS = ("prompt", "verbalizer")
 ADAPT_MODES = ("sgd", "adamw")
 
 
-class ConfigError(ValueError):
-    """A configuration value or key is invalid; the message says which and why."""
 
 
 def _check(cond: bool, key: str, message: str) -> None:
@@ -40,6 +41,20 @@ def _positive(value: float, key: str, allow_zero: bool = False) -> None:
     ok = value >= 0 if allow_zero else value > 0
     bound = "≥ 0" if allow_zero else "> 0"
     _check(ok and math.isfinite(value), key, f"must be a finite number {bound}, got {value!r}")
+
+
+#: Seeds feed torch generators (unsigned 64-bit) and numpy seed sequences.
+SEED_MAX = 2**64 - 1
+#: model.device: auto, cpu, cuda, cuda:N or mps (whether the device exists is checked when the run starts).
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
+
+
+def _seed(value: int, key: str) -> None:
+    _check(0 <= value <= SEED_MAX, key, f"must be an integer from 0 to 2**64 - 1, got {value}")
+
+
+def _text(value: str, key: str) -> None:
+    _check(bool(value.strip()), key, f"must not be empty, got {value!r}")
 
 
 def _choice(value: str, key: str, choices: tuple[str, ...]) -> None:
@@ -70,6 +85,10 @@ class DataConfig:
         _check(self.k_shot >= 1, "data.k_shot", f"must be ≥ 1, got {self.k_shot}")
         _check(self.n_query >= 1, "data.n_query", f"must be ≥ 1, got {self.n_query}")
         _check(self.max_text_tokens >= 1, "data.max_text_tokens", f"must be ≥ 1, got {self.max_text_tokens}")
+        for key in ("path", "splits", "dir", "test_episodes_file"):
+            value = getattr(self, key)
+            if value is not None:
+                _text(value, f"data.{key}")
 
 
 @dataclass
@@ -86,7 +105,12 @@ class ModelConfig:
     length_buckets: int = 1  # run each batch as up to N chunks of similar length (1: one padded batch)
 
     def __post_init__(self) -> None:
-        _check(bool(self.name), "model.name", "must not be empty")
+        _text(self.name, "model.name")
+        if not _DEVICE.fullmatch(self.device):
+            near = difflib.get_close_matches(self.device, ("auto", "cpu", "cuda", "mps"), n=1)
+            hint = f" Did you mean '{near[0]}'?" if near else ""
+            raise ConfigError(f"config key 'model.device': unknown device {self.device!r}; use auto, cpu, cuda, "
+                              f"cuda:N (N: the GPU's index) or mps.{hint}")
         _choice(self.mlm_head, "model.mlm_head", ("auto", "yes", "no"))
         _choice(self.dtype, "model.dtype", ("float32", "bfloat16"))
         _check(self.length_buckets >= 1, "model.length_buckets", f"must be ≥ 1, got {self.length_buckets}")
@@ -123,6 +147,8 @@ class PromptConfig:
                f"prompt.length is {self.length} but the template has no [P] slot: {self.template!r}")
         _check(self.hidden_size >= 1, "prompt.hidden_size", "must be ≥ 1")
         _check(self.pool_size >= 1, "prompt.pool_size", "must be ≥ 1")
+        if self.init == "text":
+            _text(self.init_text, "prompt.init_text")
 
 
 @dataclass
@@ -138,7 +164,9 @@ class VerbalizerConfig:
         _choice(self.kind, "verbalizer.kind", VERBALIZER_KINDS)
         _choice(self.distance, "verbalizer.distance", ("cosine", "euclidean"))
         _positive(self.scale, "verbalizer.scale")
-        _check(0.0 <= self.hybrid_weight <= 1.0, "verbalizer.hybrid_weight", "must be in [0, 1]")
+        _check(0.0 <= self.hybrid_weight <= 1.0, "verbalizer.hybrid_weight",
+               f"must be a number in [0, 1], got {self.hybrid_weight!r}")
+        _text(self.label_words, "verbalizer.label_words")
 
 
 @dataclass
@@ -168,8 +196,11 @@ class MetaConfig:
         _check(self.meta_batch >= 1, "meta.meta_batch", f"must be ≥ 1, got {self.meta_batch}")
         for group in self.learn:
             _choice(group, "meta.learn", LEARNABLE_GROUPS)
-        _check(self.multi_step_loss_episodes >= 1, "meta.multi_step_loss_episodes", "must be ≥ 1")
-        _check(0.0 <= self.first_order_fraction <= 1.0, "meta.first_order_fraction", "must be in [0, 1]")
+        _check(len(set(self.learn)) == len(self.learn), "meta.learn", f"lists a group twice: {self.learn}")
+        _check(self.multi_step_loss_episodes >= 1, "meta.multi_step_loss_episodes",
+               f"must be ≥ 1, got {self.multi_step_loss_episodes}")
+        _check(0.0 <= self.first_order_fraction <= 1.0, "meta.first_order_fraction",
+               f"must be a number in [0, 1], got {self.first_order_fraction!r}")
 
 
 @dataclass
@@ -198,12 +229,13 @@ class TrainConfig:
         _positive(self.inner_lr_lr, "train.inner_lr_lr")
         _positive(self.weight_decay, "train.weight_decay", allow_zero=True)
         _choice(self.schedule, "train.schedule", ("constant", "cosine", "linear"))
-        _check(self.warmup_steps >= 0, "train.warmup_steps", "must be ≥ 0")
+        _check(self.warmup_steps >= 0, "train.warmup_steps", f"must be ≥ 0, got {self.warmup_steps}")
         _positive(self.grad_clip, "train.grad_clip", allow_zero=True)
-        _check(self.val_every >= 1, "train.val_every", "must be ≥ 1")
-        _check(self.val_episodes >= 1, "train.val_episodes", "must be ≥ 1")
-        _check(self.patience >= 0, "train.patience", "must be ≥ 0")
-        _check(self.checkpoint_every >= 1, "train.checkpoint_every", "must be ≥ 1")
+        _check(self.val_every >= 1, "train.val_every", f"must be ≥ 1, got {self.val_every}")
+        _check(self.val_episodes >= 1, "train.val_episodes", f"must be ≥ 1, got {self.val_episodes}")
+        _seed(self.val_seed, "train.val_seed")
+        _check(self.patience >= 0, "train.patience", f"must be ≥ 0, got {self.patience}")
+        _check(self.checkpoint_every >= 1, "train.checkpoint_every", f"must be ≥ 1, got {self.checkpoint_every}")
         _choice(self.on_nonfinite, "train.on_nonfinite", ("stop", "skip"))
 
 
@@ -228,6 +260,7 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         _check(self.episodes >= 1, "eval.episodes", f"must be ≥ 1, got {self.episodes}")
+        _seed(self.seed, "eval.seed")
         for lr in self.select_backbone_lr:
             _positive(lr, "eval.select_backbone_lr")
         _check(self.select_episodes >= 1, "eval.select_episodes", f"must be ≥ 1, got {self.select_episodes}")
@@ -236,11 +269,12 @@ class EvalConfig:
             _check(self.steps >= 0, "eval.steps", f"must be ≥ 0, got {self.steps}")
         if self.lr is not None:
             _positive(self.lr, "eval.lr")
-        _check(self.adamw_epochs >= 1, "eval.adamw_epochs", "must be ≥ 1")
+        _check(self.adamw_epochs >= 1, "eval.adamw_epochs", f"must be ≥ 1, got {self.adamw_epochs}")
         _positive(self.adamw_lr, "eval.adamw_lr")
         _positive(self.adamw_backbone_lr, "eval.adamw_backbone_lr")
-        _check(self.adamw_batch_size >= 1, "eval.adamw_batch_size", "must be ≥ 1")
-        _check(self.batch_size >= 1, "eval.batch_size", "must be ≥ 1")
+        _positive(self.adamw_weight_decay, "eval.adamw_weight_decay", allow_zero=True)
+        _check(self.adamw_batch_size >= 1, "eval.adamw_batch_size", f"must be ≥ 1, got {self.adamw_batch_size}")
+        _check(self.batch_size >= 1, "eval.batch_size", f"must be ≥ 1, got {self.batch_size}")
 
 
 PEFT_METHODS = ("none", "full", "lora", "ia3", "bitfit", "adapter", "prompt_tuning", "ptuning", "prefix",
@@ -279,6 +313,9 @@ class LogConfig:
     wandb_project: str = "metaprompt"
     progress: bool = True  # progress bars
 
+    def __post_init__(self) -> None:
+        _text(self.wandb_project, "log.wandb_project")
+
 
 @dataclass
 class Config:
@@ -296,7 +333,8 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
 
     def __post_init__(self) -> None:
-        _check(self.threads >= 0, "threads", "must be ≥ 0")
+        _check(0 <= self.threads <= 256, "threads", f"must be from 0 (torch's default) to 256, got {self.threads}")
+        _seed(self.seed, "seed")
         _check(len(self.label) <= 120 and not any(ch in self.label for ch in "|\n\r\t`"), "label",
                f"must be at most 120 characters without '|', backticks, tabs or line breaks, got {self.label!r}")
         if self.prompt.template_id is not None:
@@ -305,9 +343,15 @@ class Config:
         _check(not (self.model.gradient_checkpointing and self.prompt.kind == "prefix"), "model.gradient_checkpointing",
                "does not work with prompt.kind=prefix (the per-layer prefixes live in a cache that recomputing a "
                "layer would extend a second time); use prompt.kind=embedding, ptuning or pool, or switch it off")
+        _check(self.data.dataset != "custom" or self.verbalizer.label_words == "label_name", "verbalizer.label_words",
+               f"picks a section of a built-in data set's verbalizers.json, got {self.verbalizer.label_words!r}; a "
+               "custom data set's label words come from its split file ('label_words', else the class names)")
         if self.verbalizer.kind in ("label_words", "hybrid"):
             _check(self.model.mlm_head != "no", "verbalizer.kind",
                    f"'{self.verbalizer.kind}' scores label words with a masked-LM head, but model.mlm_head is 'no'")
+        _check(bool(self.meta.learn) or not (self.model.freeze_backbone and self.peft.method == "none"), "meta.learn",
+               "is empty and the backbone is frozen (model.freeze_backbone=true, peft.method=none): nothing would be "
+               "meta-learned; list prompt and/or verbalizer")
         if self.eval.select_backbone_lr:
             learned = self.meta.algorithm == "maml++" and self.meta.learn_inner_lr
             _check(self.eval.adapt == "sgd" and self.eval.lr is None and not learned,
@@ -349,6 +393,45 @@ class Config:
         for item in overrides:
             apply_override(data, item)
         return cls.from_dict(data, source=source)
+
+
+#: Keys that change how a run goes, not what it computes: CPU threads, progress bars and the
+#: Weights & Biases mirror of the metrics. They are the only keys ``train --resume`` accepts
+#: with a new value (recorded in run.json; config.yaml stays what trained the run), and the
+#: only ones an interrupted evaluation ignores when it decides whether saved scores still count.
+#: Everything else (model.device too: model.tf32 and the kernels differ per device) decides a result.
+RUNTIME_KEYS = ("threads", "log.progress", "log.wandb", "log.wandb_project")
+
+
+def flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def changed_keys(before: "Config | dict[str, Any]", after: "Config | dict[str, Any]") -> dict[str, tuple[Any, Any]]:
+    """``{key: (old, new)}`` for every dotted key whose value differs between two configs."""
+    old = flat(before.to_dict() if isinstance(before, Config) else before)
+    new = flat(after.to_dict() if isinstance(after, Config) else after)
+    return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
+
+
+def without_runtime_keys(config: dict[str, Any]) -> dict[str, Any]:
+    """A config dict without :data:`RUNTIME_KEYS` (sections they leave empty are dropped)."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            kept = {k: v for k, v in value.items() if f"{key}.{k}" not in RUNTIME_KEYS}
+            if kept:
+                out[key] = kept
+        elif key not in RUNTIME_KEYS:
+            out[key] = value
+    return out
 
 
 def _builtin_template(dataset: str, index: int) -> str:
@@ -448,10 +531,14 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
             return int(value)
         if isinstance(value, str):
             try:
+                return int(value.strip().replace("_", ""))  # exact: float() would round a seed above 2**53
+            except ValueError:
+                pass
+            try:
                 number = float(value)
             except ValueError:
                 raise bad from None
-            if number.is_integer():
+            if number.is_integer() and abs(number) < 2**53:  # "1e3", "3.0"; beyond 2**53 a float is not exact
                 return int(number)
         raise bad
     if tp is float:

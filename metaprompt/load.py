@@ -177,7 +177,12 @@ def load_init(path: str | Path, model: str | None = None) -> ExportedInit:
     if not isinstance(meta, dict) or meta.get("format") != EXPORT_FORMAT:
         got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise LoadError(f"{meta_path}: not a metaprompt export (format {got!r}, expected {EXPORT_FORMAT!r})")
-    check_export_meta(meta, meta_path)
+    from metaprompt.fields import FileFormatError, check_export_meta
+
+    try:  # every field this module reads, with its type: a hand-edited file fails here, naming the field
+        check_export_meta(meta, meta_path)
+    except FileFormatError as err:
+        raise LoadError(str(err)) from None
     try:
         tensors, info = read_init(path / INIT_FILE)  # checked: readable, finite, floating, named fields
     except CheckpointError as err:
@@ -192,49 +197,6 @@ def load_init(path: str | Path, model: str | None = None) -> ExportedInit:
     if model is not None:
         check_base_model(meta, model, where=str(path))
     return ExportedInit(path=path, meta=meta, config=config, tensors=tensors, info=info)
-
-
-#: The fields of metaprompt.json that metaprompt reads, and what they must hold (optional: ``?``).
-META_FIELDS = {
-    "export_format": "str?", "title": "str?", "auto_class": "str?", "template": "str", "config": "dict",
-    "base_model": "dict", "base_model.name": "str", "base_model.model_type": "str", "base_model.class": "str?",
-    "base_model.path": "str?", "base_model.hidden_size": "size", "base_model.num_hidden_layers": "size",
-    "base_model.vocab_size": "size", "parameters": "shapes", "meta_learned": "strs?",
-    "prompt": "dict", "prompt.kind": "str", "prompt.length": "count",
-    "verbalizer": "dict", "verbalizer.kind": "str", "verbalizer.temperature": "number?",
-    "dataset": "str", "n_way": "size", "k_shot": "size", "meta_train_classes": "ints", "meta_test_classes": "ints?",
-    "training": "dict?", "training.step": "count?null", "training.val_accuracy": "number?null",
-    "training.commit": "str?null", "commit": "str?null", "metrics": "dict?", "peft": "dict?null",
-    "peft.available": "bool?", "peft.reason": "str?", "peft.peft_type": "str?null", "peft.exact": "bool?",
-    "peft.not_exact_because": "str?", "peft.how_to": "str?", "peft.adapter": "str?null",
-    "peft.backbone_adapter": "str?null", "peft.base_model_dir": "str?null",
-}
-
-
-def check_export_meta(meta: dict[str, Any], meta_path: Path) -> None:
-    """Every field of metaprompt.json that is read, checked: a hand-edited file is a LoadError
-    naming the file and the field, never a traceback later."""
-    from metaprompt.run.jsonio import check_fields
-
-    hint = " (a truncated or hand-edited file? export the run again)"
-    check_fields(meta, META_FIELDS, meta_path, LoadError, hint)
-    metrics = meta.get("metrics") or {}
-    for key, row in metrics.items():
-        if isinstance(row, dict) and "accuracy_mean" in row:
-            check_fields(meta, {f"metrics.{key}.accuracy_mean": "number", f"metrics.{key}.accuracy_ci95": "number?null"},
-                         meta_path, LoadError, hint)
-    peft = meta.get("peft") or {}
-    if peft.get("available"):
-        check_fields(peft, {"reason": "str?", "peft_type": "str?null", "exact": "bool", "how_to": "str"},
-                     meta_path, LoadError, hint)
-        if not peft["exact"]:
-            check_fields(peft, {"not_exact_because": "str"}, meta_path, LoadError, hint)
-    elif meta.get("peft") is not None:
-        check_fields(peft, {"reason": "str"}, meta_path, LoadError, hint)
-    for key in ("base_model_dir", "backbone_adapter"):  # folders inside the export, never outside it
-        value = peft.get(key)
-        if isinstance(value, str) and (Path(value).is_absolute() or ".." in Path(value).parts):
-            raise LoadError(f"{meta_path}: field 'peft.{key}': {value!r} is not a folder inside the export{hint}")
 
 
 def _read_json(path: Path) -> Any:

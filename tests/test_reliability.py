@@ -48,14 +48,15 @@ def earlier_run(tmp_path_factory, tiny_data, tiny_models):
     return run, _snapshot(run)
 
 
-def _expect_error(capsys, argv, message) -> str:
+def _expect_error(capsys, argv, *messages) -> str:
     capsys.readouterr()
     assert main(argv) == 2
     captured = capsys.readouterr()
     err = captured.err
     assert err.startswith("error: "), err
     assert err.count("error: ") == 1 and "Traceback" not in err, err
-    assert message in err, err
+    for message in messages:
+        assert message in err, err
     return err
 
 
@@ -116,6 +117,12 @@ def _bin_only_model(tmp_path, tiny_data, model_dir):
     return {"model.name": str(folder)}
 
 
+def _headless(tmp_path) -> str:
+    from tests.tiny import save_tiny_model
+
+    return str(save_tiny_model("bert", tmp_path / "no_head", mlm_head=False))
+
+
 BAD_TRAIN_INPUTS = [
     ("malformed JSON line", _data_with("bad.jsonl", lambda r: r[:100] + ['{"text": "x", "label": 1'] + r[100:]),
      "bad.jsonl:101: malformed JSON"),
@@ -166,6 +173,48 @@ BAD_TRAIN_INPUTS = [
     ("model with only pickled weights", _bin_only_model, "no model.safetensors weights"),
     ("hub id without internet", _plain(**{"model.name": "nobody/no-such-model"}),
      "cannot load model 'nobody/no-such-model'"),
+    # issue 23, part 3: data the tokenizer or the label columns cannot hold
+    ("zero-width-only text", _data_with("bad.jsonl", lambda r: r[:3] + ['{"text": "\\u200b\\u200d", "label": 1}'] + r[3:]),
+     "bad.jsonl:4: field 'text': no visible characters (only U+200B, U+200D"),
+    ("format characters and spaces only", _data_with("bad.jsonl", lambda r: r[:3] + ['{"text": "\\ufeff \\u2060", "label": 1}']
+                                                     + r[3:]), "bad.jsonl:4: field 'text': no visible characters"),
+    ("label beyond 64 bits", _data_with("bad.jsonl", lambda r: r[:3] + ['{"text": "x", "label": %d}' % 2**70] + r[3:]),
+     f"bad.jsonl:4: field 'label': class id {2**70} is too large (at most 2**31 - 1)"),
+    ("class id beyond 32 bits in the split file", _splits_with(lambda o: o["test"].append(2**40)),
+     f"class id {2**40} is too large"),
+    # every key validated where the config is built, the message naming the full key
+    ("device typo", _plain(**{"model.device": "banana"}), "config key 'model.device': unknown device 'banana'"),
+    ("device index typo", _plain(**{"model.device": "cuda:x"}), "Did you mean 'cuda'?"),
+    ("CUDA device that this machine lacks", _plain(**{"model.device": "cuda:99" if torch.cuda.is_available() else "cuda"}),
+     "config key 'model.device': 'cuda"),
+    ("seed beyond 64 bits", _plain(seed=2**70), "config key 'seed': must be an integer from 0 to 2**64 - 1, got 1180"),
+    ("negative seed", _plain(seed=-1), "config key 'seed': must be an integer from 0 to 2**64 - 1, got -1"),
+    ("test seed beyond 64 bits", _plain(**{"eval.seed": 2**64}), "config key 'eval.seed'"),
+    ("negative validation seed", _plain(**{"train.val_seed": -5}), "config key 'train.val_seed'"),
+    ("empty meta.learn", _plain(**{"meta.learn": "[]"}), "config key 'meta.learn': is empty and the backbone is frozen"),
+    ("meta.learn group twice", _plain(**{"meta.learn": "[prompt,prompt]"}), "config key 'meta.learn': lists a group twice"),
+    ("meta.learn of groups without parameters", _plain(**{"meta.learn": "[prompt]", "prompt.length": 0}),
+     "config key 'meta.learn': nothing to meta-learn"),
+    ("negative AdamW weight decay at meta-test", _plain(**{"eval.adamw_weight_decay": -1}),
+     "config key 'eval.adamw_weight_decay': must be a finite number ≥ 0, got -1.0"),
+    ("negative weight decay", _plain(**{"train.weight_decay": -0.5}), "config key 'train.weight_decay'"),
+    ("hybrid weight out of range", _plain(**{"verbalizer.hybrid_weight": 2}), "config key 'verbalizer.hybrid_weight'"),
+    ("empty wandb project", _plain(**{"log.wandb_project": ""}), "config key 'log.wandb_project': must not be empty"),
+    ("empty data path", _plain(**{"data.test_episodes_file": " "}), "config key 'data.test_episodes_file': must not"),
+    ("too many threads", _plain(threads=100000), "config key 'threads': must be from 0 (torch's default) to 256"),
+    ("infinite LoRA alpha", _plain(**{"peft.method": "lora", "peft.lora_alpha": "inf"}),
+     "config key 'peft.lora_alpha': must be a finite number > 0, got inf"),
+    ("label-word section with a custom data set (was silently ignored)", _plain(**{"verbalizer.label_words": "metaprompter"}),
+     "config key 'verbalizer.label_words': picks a section of a built-in data set's verbalizers.json"),
+    ("missing test episode file (caught before training)",
+     _plain(**{"data.test_episodes_file": "/nonexistent/test.jsonl"}),
+     "config key 'data.test_episodes_file': /nonexistent/test.jsonl does not exist"),
+    ("label-word verbalizer on a model without an MLM head", lambda tmp_path, tiny_data, model_dir: {
+        "model.name": _headless(tmp_path), "verbalizer.kind": "label_words"},
+     "config key 'verbalizer.kind': 'label_words' needs a masked-LM head"),
+    ("hybrid verbalizer on a model without an MLM head", lambda tmp_path, tiny_data, model_dir: {
+        "model.name": _headless(tmp_path), "verbalizer.kind": "hybrid"},
+     "config key 'verbalizer.kind': 'hybrid' mixes RepVerb"),
 ]
 
 
@@ -173,7 +222,7 @@ BAD_TRAIN_INPUTS = [
 def test_bad_train_input_is_one_clear_error(tmp_path, tiny_data, tiny_models, earlier_run, capsys, case, make, message):
     extra = make(tmp_path, tiny_data, tiny_models("bert"))
     out = tmp_path / "runs" / "new"
-    argv = ["train", "--out", str(out), *_sets(tiny_overrides(tiny_data, tiny_models("bert"), threads=1, **extra))]
+    argv = ["train", "--out", str(out), *_sets(tiny_overrides(tiny_data, tiny_models("bert"), **{"threads": 1, **extra}))]
     _expect_error(capsys, argv, message)
     assert not (tmp_path / "runs").exists(), "a run directory was created"
     run, snapshot = earlier_run
@@ -205,7 +254,7 @@ def test_run_directory_under_a_file(tmp_path, tiny_data, tiny_models, capsys):
 
 def test_unwritable_output_directory(tmp_path, tiny_data, tiny_models, capsys, monkeypatch):
     # Tests run as root, which ignores permission bits: simulate what a read-only mount answers.
-    import metaprompt.run.train as train_module
+    import metaprompt.run.rundir as train_module  # check_run_dir lives there
 
     sets = _sets(tiny_overrides(tiny_data, tiny_models("bert"), threads=1))
     monkeypatch.setattr(train_module.os, "access", lambda path, mode: False)
@@ -221,7 +270,7 @@ def test_unwritable_output_directory(tmp_path, tiny_data, tiny_models, capsys, m
 
 
 def test_full_disk_is_refused_before_training(tmp_path, tiny_data, tiny_models, capsys, monkeypatch):
-    import metaprompt.run.train as train_module
+    import metaprompt.run.rundir as train_module  # check_run_dir lives there
 
     monkeypatch.setattr(train_module.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**12, 10**12, 2**20))
     sets = _sets(tiny_overrides(tiny_data, tiny_models("bert"), threads=1))
@@ -284,7 +333,7 @@ def test_episodes_command_errors_write_no_file(tmp_path, tiny_data, capsys):
     _expect_error(capsys, ["episodes", "--dataset", "custom", "--n-way", "5", "--out", str(out), *data],
                   "n_way = 5 is larger than the number of classes (3)")
     three_way = ["episodes", "--dataset", "custom", "--n-way", "3", "--out", str(out), *data]
-    _expect_error(capsys, [*three_way, "--k-shot", "0"], "k_shot must be ≥ 1, got 0")
+    _expect_error(capsys, [*three_way, "--k-shot", "0"], "--k-shot must be ≥ 1, got 0")
     _expect_error(capsys, [*three_way, "--k-shot", "20"], "k_shot + n_query = 35")
     _expect_error(capsys, ["episodes", "--dataset", "hufpost", "--out", str(out)], "Did you mean 'huffpost'?")
     assert list(tmp_path.iterdir()) == []
@@ -345,3 +394,225 @@ def test_baseline_checks_the_test_classes_before_writing(tmp_path, tiny_data, ti
     err = capsys.readouterr().err
     assert err.startswith("error: custom (test classes): too few examples") and "Traceback" not in err, err
     assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------- output paths, checked before any work
+
+
+def test_output_paths_are_checked_before_the_work(earlier_run, tmp_path, tiny_data, tiny_models, capsys, monkeypatch):
+    import metaprompt.run.evaluate as evaluation
+
+    def never(*args, **kwargs):
+        raise AssertionError("scored an episode before the output path was checked")
+
+    monkeypatch.setattr(evaluation, "adapt_and_score", never)
+    run, snapshot = earlier_run
+    (tmp_path / "a_dir").mkdir()
+    (tmp_path / "a_file").write_text("x")
+    _expect_error(capsys, ["eval", str(run), "--json", str(tmp_path / "a_dir")], "--json", "is a directory")
+    _expect_error(capsys, ["eval", str(run), "--json", str(tmp_path / "a_file" / "r.json")], "a_file is a file")
+    _expect_error(capsys, ["eval", str(run), "--json", str(tmp_path / "a_file")], "the file already exists",
+                  "--force")
+    assert _snapshot(run) == snapshot
+    data = _sets([f"data.path={tiny_data[0]}", f"data.splits={tiny_data[1]}"])
+    episodes = ["episodes", "--dataset", "custom", "--n-way", "3", *data, "--out"]
+    _expect_error(capsys, [*episodes, str(tmp_path / "a_dir")], "--out", "is a directory")
+    _expect_error(capsys, [*episodes, str(tmp_path / "a_file" / "e.jsonl")], "is a file, not a directory")
+    _expect_error(capsys, [*episodes, str(tmp_path / "a_file")], "the file already exists")
+    sets = _sets(tiny_overrides(tiny_data, tiny_models("bert"), threads=1))
+    _expect_error(capsys, ["baseline", "--method", "bitfit", "--init", "pretrained", "--out", str(tmp_path / "b"),
+                           "--json", str(tmp_path / "a_dir"), *sets], "is a directory")
+    _expect_error(capsys, ["baseline", "--method", "bitfit", "--init", "pretrained", "--out", str(tmp_path / "b"),
+                           "--json", str(tmp_path / "a_file"), *sets], "the file already exists", "--force")
+    assert not (tmp_path / "b").exists()
+    _expect_error(capsys, ["report", str(run), "--out", str(tmp_path / "a_file"), "--no-plots"], "is a file")
+    _expect_error(capsys, ["report", str(run), "--out", str(tmp_path / "a_file" / "r"), "--no-plots"],
+                  "a_file is a file, not a directory")
+    _expect_error(capsys, ["export", str(run), "--out", str(tmp_path / "a_file" / "x")],
+                  "a_file is a file, not a directory")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_dir", "a_file"] and not any((tmp_path / "a_dir").iterdir())
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--seed", str(2**70), "--seed must be at most 2**64 - 1"), ("--seed", "-1", "--seed must be ≥ 0, got -1"),
+    ("--count", "0", "--count must be ≥ 1, got 0"), ("--n-way", "1", "--n-way must be ≥ 2, got 1")])
+def test_episodes_flags_are_named(tmp_path, tiny_data, capsys, flag, value, message):
+    data = _sets([f"data.path={tiny_data[0]}", f"data.splits={tiny_data[1]}"])
+    _expect_error(capsys, ["episodes", "--dataset", "custom", flag, value, "--out", str(tmp_path / "e.jsonl"), *data],
+                  message)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_hints_name_a_command_that_works(earlier_run, tmp_path, capsys):
+    """A run without best.safetensors is told to `train --resume` (which the CLI accepts), not
+    `train --out RUN` (which refuses an existing run)."""
+    run, _ = earlier_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / "best.safetensors").unlink()
+    for argv in (["eval", str(copy)], ["export", str(copy), "--out", str(tmp_path / "x")]):
+        err = _expect_error(capsys, argv, f"`metaprompt train --resume {copy}`")
+        assert "--out" not in err.split("metaprompt train")[1].split("`")[0], err
+    assert main(["train", "--resume", str(copy)]) == 0  # the hinted command is accepted
+    bare = tmp_path / "bare"  # stopped before its first checkpoint: --resume would be refused, so it is not hinted
+    bare.mkdir()
+    shutil.copy(run / "config.yaml", bare / "config.yaml")
+    err = _expect_error(capsys, ["eval", str(bare)], "stopped before its first checkpoint",
+                        f"`metaprompt train --config {bare / 'config.yaml'} --out NEW_RUN`")
+    assert "--resume" not in err and "--init pretrained" in err
+    assert main(["eval", str(bare), "--init", "pretrained", "--episodes", "1"]) == 0  # the other hint works too
+    new = tmp_path / "new"
+    assert main(["train", "--config", str(bare / "config.yaml"), "--out", str(new), "--set", "train.episodes=1",
+                 "--set", "log.progress=false"]) == 0 and (new / "best.safetensors").is_file()  # and so does the first
+
+
+def test_data_check_reports_invisible_texts_huge_labels_and_leaks(tmp_path, tiny_data, capsys):
+    rows = _lines(tiny_data)
+    test_row = next(r for r in rows if _label(r) == 10)
+    text = json.loads(test_row)["text"]
+    bad = rows[:2] + ['{"text": "\\u200b", "label": 1}', '{"text": "x", "label": %d}' % 2**70,
+                      json.dumps({"text": "  " + text.upper() + " ", "label": 0}),  # a test text under a train class
+                      json.dumps({"text": text, "label": 7})] + rows[2:]  # and under a val class
+    path = tmp_path / "leaky.jsonl"
+    path.write_text("\n".join(bad) + "\n")
+    capsys.readouterr()
+    assert main(["data", "check", str(path), "--splits", str(tiny_data[1])]) == 1
+    out = capsys.readouterr().out
+    assert ":3: field 'text': no visible characters" in out and f":4: field 'label': class id {2**70} is too large" in out
+    leaks = [line for line in out.splitlines() if "a leak between the splits' classes" in line]
+    assert len(leaks) == 2 and all("warning:" in line and "test split" in line for line in leaks), out
+    assert ":5: warning" in leaks[0] and "under class 0 (train split)" in leaks[0]
+    assert ":6: warning" in leaks[1] and "under class 7 (val split)" in leaks[1]
+    assert "2 error(s)" in out
+    assert main(["data", "check", str(tiny_data[0]), "--splits", str(tiny_data[1])]) == 0  # a clean file
+    assert "leak" not in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- files read back: file and field named
+
+
+def _flip(path, find: bytes, offset: int = 0) -> None:
+    """Flip one bit of the first byte of ``find`` (plus ``offset``) in the file's safetensors header."""
+    data = bytearray(path.read_bytes())
+    size = int.from_bytes(data[:8], "little")
+    at = data.index(find, 8, 8 + size) + offset
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("find, offset, message", [
+    (b'"state":"{', 9, "metadata field 'state' is not valid JSON"),  # '{' -> 'z'
+    (b'"param_names":"[', 15, "metadata field 'param_names' is not valid JSON"),
+    (b'"rng/torch"', 1, "tensor 'rng/torch' is missing"),  # the name in the header: 'rng' -> 'sng'
+    (b'"state":"{\\"step', 12, "cannot be restored (TypeError"),  # the trainer state's 'step' -> 'rtep'
+])
+def test_a_flipped_byte_in_a_checkpoint_header_is_one_error(earlier_run, tmp_path, capsys, find, offset, message):
+    run, _ = earlier_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    _flip(copy / "checkpoint.safetensors", find, offset)
+    before = _snapshot(copy)
+    _expect_error(capsys, ["train", "--resume", str(copy)], str(copy / "checkpoint.safetensors"), message)
+    assert _snapshot(copy) == before
+
+
+def _edit(key_path: str, value):
+    def edit(meta):
+        node = meta
+        *parents, leaf = key_path.split(".")
+        for part in parents:
+            node = node[part]
+        if value is KeyError:
+            del node[leaf]
+        else:
+            node[leaf] = value
+    return edit
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_edit("parameters", "x"), "field 'parameters': expected an object of tensor shapes"),
+    (_edit("base_model.hidden_size", "32"), "field 'base_model.hidden_size': expected a non-negative integer, got \"32\""),
+    (_edit("prompt.length", KeyError), "field 'prompt.length' is missing"),
+    (_edit("base_model", []), "field 'base_model': expected an object, got []"),
+    (_edit("metrics", {"meta": {"accuracy_mean": "high"}}), "field 'metrics.meta.accuracy_mean': expected a number"),
+    (_edit("meta_train_classes", "0,1"), "field 'meta_train_classes': expected a list of integers"),
+])
+def test_a_hand_edited_metaprompt_json_is_one_error(earlier_run, tmp_path, capsys, edit, message):
+    from metaprompt.load import LoadError, load_init
+
+    run, _ = earlier_run
+    export = tmp_path / "export"
+    assert main(["export", str(run), "--out", str(export)]) == 0
+    meta = json.loads((export / "metaprompt.json").read_text())
+    edit(meta)
+    (export / "metaprompt.json").write_text(json.dumps(meta))
+    _expect_error(capsys, ["load", str(export)], str(export / "metaprompt.json"), message)
+    with pytest.raises(LoadError, match="hand-edited"):
+        load_init(export)
+
+
+def test_a_hand_edited_results_json_does_not_break_export(earlier_run, tmp_path, capsys):
+    run, _ = earlier_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    results = json.loads((copy / "results.json").read_text())
+    results["results"][1]["accuracy_mean"] = "93%"
+    (copy / "results.json").write_text(json.dumps(results))
+    _expect_error(capsys, ["export", str(copy), "--out", str(tmp_path / "x")],
+                  "field 'results[1].accuracy_mean': expected a number")
+    results["results"] = {"meta": 1}
+    (copy / "results.json").write_text(json.dumps(results))
+    _expect_error(capsys, ["export", str(copy), "--out", str(tmp_path / "x")], "field 'results': expected a list")
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_export_of_a_non_finite_init_names_the_runs_file(earlier_run, tmp_path, capsys, value):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    run, _ = earlier_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    best = copy / "best.safetensors"
+    with safe_open(str(best), "pt") as handle:
+        metadata = handle.metadata()
+    tensors = load_file(str(best))
+    name = sorted(tensors)[0]
+    tensors[name].view(-1)[0] = value
+    save_file(tensors, str(best), metadata=metadata)  # what a damaged disk could hold
+    err = _expect_error(capsys, ["export", str(copy), "--out", str(tmp_path / "x")], str(best), f"'{name}'",
+                        "non-finite")
+    assert ".tmp" not in err and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("text, value", [(str(2**64 - 1), 2**64 - 1), (str(2**53 + 1), 2**53 + 1), ("1e3", 1000),
+                                         ("1_000", 1000)])
+def test_set_keeps_big_integers_exact(text, value):
+    """--set seed=… used to go through float(): 2**53 + 1 silently became 2**53 (another seed)."""
+    from metaprompt.config import Config
+
+    assert Config.load(None, [f"seed={text}"]).seed == value
+    assert Config.load(None, [f"eval.seed={text}"]).eval.seed == value
+
+
+def test_full_disk_during_eval_or_export_is_one_error(earlier_run, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import metaprompt.run.evaluate as evaluation
+    import metaprompt.run.export as exporting
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    run, _ = earlier_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    monkeypatch.setattr(evaluation, "write_text_atomic", full)  # the results file
+    _expect_error(capsys, ["eval", str(copy), "--init", "pretrained", "--episodes", "1"], "No space left on device",
+                  "run the same command again")
+    assert list(copy.glob("*.partial.jsonl"))  # the scored episode is kept
+    monkeypatch.setattr(exporting, "save_init", full)
+    _expect_error(capsys, ["export", str(copy), "--out", str(tmp_path / "x")], "No space left on device",
+                  "nothing was written")
+    assert not (tmp_path / "x").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".x")]

@@ -288,7 +288,7 @@ def test_hybrid_is_the_log_of_the_mixture(tiny_config, weight):
 
 @pytest.mark.parametrize("verbalizer", ["label_words", "hybrid"])
 def test_label_word_verbalizers_need_an_mlm_head(tiny_config, verbalizer):
-    with pytest.raises(ValueError, match=f"verbalizer.kind={verbalizer} .*masked-LM head"):
+    with pytest.raises(ValueError, match=f"config key 'verbalizer.kind': '{verbalizer}' .*masked-LM head"):
         _setup(tiny_config, mlm_head=False, **{"verbalizer.kind": verbalizer})
 
 

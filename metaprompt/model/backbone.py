@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from metaprompt import compat
+from metaprompt.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ OFFLINE_ALIASES = {
 ARCHITECTURE_FACTS = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(UserError, ValueError):
     """The model name or directory does not give a usable masked-LM backbone."""
 
 

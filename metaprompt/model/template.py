@@ -13,6 +13,8 @@ from typing import Sequence
 
 import torch
 
+from metaprompt.errors import UserError
+
 _MARKERS = re.compile(r"(\{text\}|\[P\]|\[MASK\])")
 
 
@@ -65,7 +67,7 @@ class Batch:
                         for name in _TENSORS}, full=self.full)
 
 
-class TemplateError(ValueError):
+class TemplateError(UserError, ValueError):
     pass
 
 

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from metaprompt.config import VerbalizerConfig
+from metaprompt.errors import ConfigError
 
 if TYPE_CHECKING:
     from metaprompt.model.backbone import Backbone
@@ -93,9 +94,9 @@ class LabelWordVerbalizer(Verbalizer):
     def __init__(self, cfg, backbone, label_word_ids):
         super().__init__(cfg, backbone, label_word_ids)
         if not backbone.has_mlm_head:
-            raise ValueError(
-                f"verbalizer.kind=label_words needs a masked-LM head, and model '{backbone.name}' has none "
-                "(the offline MiniLM ships without one); use verbalizer.kind=soft, proto or repverb, "
+            raise ConfigError(
+                f"config key 'verbalizer.kind': 'label_words' needs a masked-LM head, and model '{backbone.name}' "
+                "has none (the offline MiniLM ships without one); use verbalizer.kind=soft, proto or repverb, "
                 "or a model with an MLM head such as bert-base-uncased"
             )
 
@@ -242,8 +243,8 @@ class HybridVerbalizer(Verbalizer):
     def __init__(self, cfg, backbone, label_word_ids):
         super().__init__(cfg, backbone, label_word_ids)
         if not backbone.has_mlm_head:
-            raise ValueError(
-                f"verbalizer.kind=hybrid mixes RepVerb with label-word scores from a masked-LM head, and model "
+            raise ConfigError(
+                f"config key 'verbalizer.kind': 'hybrid' mixes RepVerb with label-word scores from a masked-LM head, and model "
                 f"'{backbone.name}' has none (the offline MiniLM ships without one); use verbalizer.kind=repverb, "
                 "or a model with an MLM head such as bert-base-uncased")
         self.rep = RepVerbalizer(cfg, backbone, label_word_ids)

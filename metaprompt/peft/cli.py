@@ -26,7 +26,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="new run directory")
     p.add_argument("--init", choices=list(INITS), default="both",
                    help="pretrained: no meta-training; meta / both: meta-train first (default both)")
-    p.add_argument("--json", type=Path, help="also write the results JSON here")
+    p.add_argument("--json", type=Path, help="also write the results JSON here (a new file)")
+    p.add_argument("--force", action="store_true", help="replace an existing --json file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, also a method default (repeatable)")
     return p
@@ -39,23 +40,31 @@ def run(args) -> int:
     from metaprompt.run.integrity import check_test_source, data_record, pinned_config
     from metaprompt.run.jsonio import dumps_strict
     from metaprompt.run.provenance import provenance
+    from metaprompt.run.rundir import (CONFIG_FILE, RUN_FILE, RunDirError, check_output_file, check_run_dir, owned,
+                                       used_entries)
     from metaprompt.run.setup import build_setup
-    from metaprompt.run.train import CONFIG_FILE, RUN_FILE, check_run_dir, train
+    from metaprompt.run.train import train
 
     defaults = baseline_overrides(args.method)
     cfg = Config.load(args.config, [*defaults, *args.overrides])
     print(f"{args.method}: method defaults {', '.join(defaults)} (--set overrides them)")
     check_run_dir(args.out, resume=False)
+    if args.json is not None:
+        check_output_file(args.json, "--json", args.force)
     setup = build_setup(cfg)  # everything is checked before the run directory exists
     check_test_source(setup)  # too few test classes or examples, a bad episode file: fail before writing anything
-    if args.init == "pretrained":
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / CONFIG_FILE).write_text(pinned_config(cfg, setup).to_yaml(), encoding="utf-8")
-        counts = setup.classifier.count(setup.classifier.init_params())
-        info = {**provenance(), "trainable_params": counts, "dataset_sha256": setup.dataset.sha256,
-                "data_files": data_record(setup), "model": cfg.model.name, "meta_training": None}
-        (args.out / RUN_FILE).write_text(dumps_strict(info, indent=2), encoding="utf-8")
-    else:
-        train(cfg, args.out, setup=setup)
-    evaluate(args.out, json_path=args.json, inits=INITS[args.init], setup=setup)
+    with owned(args.out, "baseline"):  # one owner for training and evaluation
+        if used_entries(args.out):
+            raise RunDirError(f"run directory {args.out} was written by another process meanwhile; choose another --out")
+        if args.init == "pretrained":
+            pinned = pinned_config(cfg, setup)
+            (args.out / CONFIG_FILE).write_text(pinned.to_yaml(), encoding="utf-8")
+            counts = setup.classifier.count(setup.classifier.init_params())
+            info = {**provenance(), "trainable_params": counts, "dataset_sha256": setup.dataset.sha256,
+                    "data_files": data_record(setup), "model": cfg.model.name, "meta_training": None,
+                    "config": pinned.to_dict()}
+            (args.out / RUN_FILE).write_text(dumps_strict(info, indent=2), encoding="utf-8")
+        else:
+            train(cfg, args.out, setup=setup)
+        evaluate(args.out, json_path=args.json, inits=INITS[args.init], setup=setup, force=args.force)
     return 0

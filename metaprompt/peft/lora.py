@@ -27,7 +27,7 @@ class LoraSettings:
 
     def __post_init__(self) -> None:
         check(isinstance(self.r, int) and self.r >= 1, "peft.lora_r", f"must be an integer ≥ 1, got {self.r!r}")
-        check(self.alpha > 0, "peft.lora_alpha", f"must be > 0, got {self.alpha!r}")
+        check(0 < self.alpha < float("inf"), "peft.lora_alpha", f"must be a finite number > 0, got {self.alpha!r}")
         check_names(self.targets, "peft.lora_targets")
 
     @classmethod

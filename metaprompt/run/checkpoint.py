@@ -21,6 +21,7 @@ from metaprompt.run.jsonio import dumps_strict
 from metaprompt.run.tensorfile import (CHECKSUM_KEY, ZEROS, CheckpointError, canonicalize_file, check_finite,
                                        read_safetensors)
 
+
 CHECKPOINT_FORMAT = "metaprompt.checkpoint/v1"
 INIT_FORMAT = "metaprompt.init/v1"
 INIT_FIELDS = ("format", "info")

@@ -20,15 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from episodes.jsonl import file_sha256
+from metaprompt.config import without_runtime_keys
+from metaprompt.run.rundir import PARTIAL_FILE  # noqa: F401 (re-exported: its historical home)
 
-PARTIAL_FILE = "results.partial.jsonl"
-# Settings that change how fast an evaluation runs, not what it measures.
-_NOT_SCORED = ("threads", "log")
 log = logging.getLogger(__name__)
 
 
 def eval_fingerprint(config: dict[str, Any], episodes_sha256: str, init_file: Path | None) -> str:
-    scored = {k: v for k, v in config.items() if k not in _NOT_SCORED}
+    scored = without_runtime_keys(config)  # settings that change how fast it runs, not what it measures
     init = file_sha256(init_file) if init_file is not None and init_file.is_file() else None
     key = {"config": scored, "episodes_sha256": episodes_sha256, "init_sha256": init}
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()

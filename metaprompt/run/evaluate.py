@@ -1,8 +1,20 @@
-"""Meta-test: score the pretrained init and the meta-learned init on the same fixed test episodes."""
+"""Meta-test: score the pretrained init and the meta-learned init on the same fixed test episodes.
+
+Where the result goes (:func:`results_plan`): ``RUN/results.json`` is the run's own evaluation
+(both inits, ``eval.episodes`` of config.yaml, config.yaml unchanged); it is also where the
+first evaluation of a run goes, whatever it is. A later evaluation never replaces a result of
+another kind: a different ``--init``, ``--episodes`` or ``--set`` is written beside it as
+``results.<init>-<N>ep[.<hash of the changed keys>].json``, and the run's own evaluation moves
+an earlier partial one out of ``results.json`` to such a name. A result of the same kind on
+other data or other episodes is refused before anything is scored. Each move is said on stderr.
+"""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -12,27 +24,28 @@ import yaml
 from tqdm.auto import tqdm
 
 from episodes import episodes_sha256
-from metaprompt.config import Config, DataConfig
+from metaprompt.config import RUNTIME_KEYS, Config, DataConfig, changed_keys
+from metaprompt.errors import UserError
 from metaprompt.meta.algorithms import build_algorithm
 from metaprompt.meta.engines import build_engine
 from metaprompt.model.backbone import ARCHITECTURE_FACTS
 from metaprompt.peft import method_label
 from metaprompt.run.adaptation import adapt_and_score
 from metaprompt.run.checkpoint import load_init
-from metaprompt.run.eval_progress import PARTIAL_FILE, EpisodeScores, eval_fingerprint
+from metaprompt.run.eval_progress import EpisodeScores, eval_fingerprint
 from metaprompt.run.integrity import check_data_unchanged, data_record, read_test_episodes
 from metaprompt.run.jsonio import dumps_strict, read_json
 from metaprompt.run.provenance import drift_message, git_commit, peak_rss_mb, provenance, version_drift
 from metaprompt.run.reference import centroid_reference
+from metaprompt.run.rundir import (BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, RESULTS_FILE, RUN_FILE, check_output_file,
+                                   owned, partial_file, write_text_atomic)
 from metaprompt.run.setup import Setup, build_setup, fixed_episodes
 from metaprompt.run.stats import ci95_note, fmt_pct, mean_ci95
-from metaprompt.run.train import BEST_FILE, CONFIG_FILE, RUN_FILE
 
-RESULTS_FILE = "results.json"
 log = logging.getLogger(__name__)
 
 
-class EvalError(ValueError):
+class EvalError(UserError, ValueError):
     pass
 
 
@@ -120,10 +133,7 @@ def score_init(setup: Setup, params: dict[str, torch.Tensor], episodes, label: s
 def load_meta_params(run_dir: Path, setup: Setup) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     path = run_dir / BEST_FILE
     if not path.is_file():
-        hint = (f"continue its training with `metaprompt train --resume {run_dir}`"
-                if (run_dir / "checkpoint.safetensors").is_file() else
-                f"train it with `metaprompt train --config {run_dir / CONFIG_FILE} --out NEW_RUN_DIR`")
-        raise EvalError(f"{path} not found: the run has no meta-learned init yet; {hint}")
+        raise EvalError(f"{path} not found: {_how_to_train(run_dir)}")
     tensors, info = load_init(path)
     trained, here = info.get("base_model"), setup.backbone.facts()
     if isinstance(trained, dict):  # inits written before base models were recorded: the shape check below
@@ -158,28 +168,128 @@ def _trained_versions_drift(run_dir: Path) -> dict[str, tuple[str, str]]:
     return drift
 
 
+def _how_to_train(run_dir: Path) -> str:
+    """A command that works for a run without a learned init (`train --out` refuses an existing run)."""
+    if (run_dir / CHECKPOINT_FILE).is_file():
+        return f"the run has not validated an init yet; continue its training with `metaprompt train --resume {run_dir}`"
+    return (f"the run stopped before its first checkpoint; train its config again into a new directory with "
+            f"`metaprompt train --config {run_dir / CONFIG_FILE} --out NEW_RUN`, or score the pretrained init "
+            f"alone with `metaprompt eval {run_dir} --init pretrained`")
+
+
+def _variant_name(inits: tuple[str, ...] | list[str], n_episodes: int, changes: dict[str, Any]) -> str:
+    label = "both" if sorted(inits) == ["meta", "pretrained"] else "-".join(inits)
+    digest = "." + hashlib.sha256(json.dumps(changes, sort_keys=True, default=str).encode()).hexdigest()[:8] \
+        if changes else ""
+    return f"results.{label}-{n_episodes}ep{digest}.json"
+
+
+def _scored_changes(stored: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """Keys of ``config`` that differ from the run's config.yaml and change a score (not the episode count)."""
+    return {k: new for k, (_, new) in changed_keys(stored, config).items()
+            if k not in RUNTIME_KEYS and k != "eval.episodes"}
+
+
+def own_inits(run_dir: Path) -> tuple[str, ...]:
+    return ("pretrained", "meta") if (run_dir / BEST_FILE).is_file() else ("pretrained",)
+
+
+def results_name(run_dir: Path, stored: dict[str, Any], inits, n_episodes: int, config: dict[str, Any]) -> str:
+    """``results.json`` for the run's own evaluation, else its variant name (see the module docstring)."""
+    changes = _scored_changes(stored, config)
+    own = tuple(sorted(inits)) == tuple(sorted(own_inits(run_dir)))
+    if own and not changes and n_episodes == stored["eval"]["episodes"]:
+        return RESULTS_FILE
+    return _variant_name(inits, n_episodes, changes)
+
+
+def _same_material(old: dict[str, Any], data_sha: str, episodes_sha: str) -> bool:
+    return old.get("data_sha256") == data_sha and old.get("episodes_sha256") == episodes_sha
+
+
+def results_plan(run_dir: Path, stored: dict[str, Any], inits, n_episodes: int, config: dict[str, Any],
+                 data_sha: str, episodes_sha: str) -> tuple[str, str | None]:
+    """(file to write, name to move an earlier results.json to first, or None); decided before any
+    episode is scored, so a refusal costs nothing."""
+    name = results_name(run_dir, stored, inits, n_episodes, config)
+    main = run_dir / RESULTS_FILE
+    if not main.is_file():
+        return RESULTS_FILE, None  # the run's first evaluation
+    try:
+        old = json.loads(main.read_text(encoding="utf-8"))
+        old_name = results_name(run_dir, stored, [r["init"] for r in old["results"]], old["n_episodes"],
+                                old["config"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise EvalError(f"{main} cannot be read ({err}); it is not replaced: move it away, then evaluate again") \
+            from None
+    if name == RESULTS_FILE and old_name != RESULTS_FILE:
+        target = run_dir / old_name
+        if target.exists():
+            raise EvalError(f"{main} holds an evaluation of another kind, to be moved to {target}, which exists; "
+                            "move one of them away, then evaluate again")
+        return RESULTS_FILE, old_name
+    if name == old_name:
+        if not _same_material(old, data_sha, episodes_sha):
+            raise EvalError(
+                f"{main} scored other data or test episodes (data sha256 {str(old.get('data_sha256'))[:12]}, "
+                f"episodes {str(old.get('episodes_sha256'))[:12]}; now {data_sha[:12]}, {episodes_sha[:12]}); it is "
+                "not replaced: move it away, then evaluate again")
+        return RESULTS_FILE, None  # the same evaluation again (a newer init after a resume, say)
+    target = run_dir / name
+    if target.is_file():
+        try:
+            same = _same_material(json.loads(target.read_text(encoding="utf-8")), data_sha, episodes_sha)
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            raise EvalError(f"{target} holds an evaluation of other data or test episodes (or cannot be read); it "
+                            "is not replaced: move it away, then evaluate again")
+    return name, None
+
+
 def evaluate(run_dir: str | Path, overrides: list[str] = (), episodes: int | None = None,
              json_path: str | Path | None = None, inits: tuple[str, ...] = ("pretrained", "meta"),
-             setup: Setup | None = None, allow_data_change: bool = False) -> dict[str, Any]:
+             setup: Setup | None = None, force: bool = False, allow_data_change: bool = False) -> dict[str, Any]:
     """Score ``inits`` of the run in ``run_dir``; ``setup``: reuse one built from its config.
 
-    The data and split files must be the ones the run was trained on (their sha256 in run.json);
+    ``json_path``: also write the results there (refused if the file exists, unless ``force``).
+    The run directory is owned (:func:`metaprompt.run.rundir.owned`) while it is evaluated. The
+    data and split files must be the ones the run was trained on (their sha256 in run.json);
     ``allow_data_change``: score anyway, with the warning written into the results."""
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise EvalError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
     if episodes is not None and episodes < 1:
         raise EvalError(f"--episodes must be ≥ 1, got {episodes}")
+    if json_path is not None:
+        check_output_file(json_path, "--json", force)
     extra = [f"eval.episodes={episodes}"] if episodes else []
+    stored = Config.load(run_dir / CONFIG_FILE)
+    from metaprompt.run.resume import check_config_unedited
+
+    check_config_unedited(run_dir, stored)
+    cfg = setup.cfg if setup is not None else Config.load(run_dir / CONFIG_FILE, list(overrides) + extra)
+    with owned(run_dir, "eval"):  # a bad --set was refused above, before the run is touched
+        try:
+            return _evaluate(run_dir, stored, cfg, episodes, json_path, tuple(inits), setup, allow_data_change)
+        except OSError as err:  # disk full, folder gone: the episodes scored so far are kept
+            raise EvalError(f"cannot write to {run_dir}: {err.strerror or err}; the episodes scored so far are kept in "
+                            f"{run_dir} (its .partial.jsonl file): free some space, then run the same command again "
+                            "(it goes on where it stopped)") from None
+
+
+def _evaluate(run_dir: Path, stored: Config, cfg: Config, episodes: int | None, json_path, inits: tuple[str, ...],
+              setup: Setup | None, allow_data_change: bool) -> dict[str, Any]:
     if setup is None:
-        setup = build_setup(Config.load(run_dir / CONFIG_FILE, list(overrides) + extra))
-    cfg = setup.cfg
+        setup = build_setup(cfg)
     data_warnings = check_data_unchanged(setup, run_dir, allow_data_change)  # the data the run was trained on?
     drift = _trained_versions_drift(run_dir)
     meta_params, info = load_meta_params(run_dir, setup) if "meta" in inits else (None, None)
     header, test, sha = test_episodes(setup, episodes or cfg.eval.episodes)
+    name, move_old = results_plan(run_dir, stored.to_dict(), inits, len(test), cfg.to_dict(),
+                                  setup.dataset.sha256, sha)
     # Scores are saved episode by episode: a killed evaluation, run again, goes on where it stopped.
-    scores = EpisodeScores(run_dir / PARTIAL_FILE, eval_fingerprint(
+    scores = EpisodeScores(run_dir / partial_file(name), eval_fingerprint(
         cfg.to_dict(), sha, run_dir / BEST_FILE if "meta" in inits else None))
     rows = [score_init(setup, setup.classifier.init_params() if init == "pretrained" else meta_params, test, init,
                        scores) for init in inits]
@@ -214,12 +324,20 @@ def evaluate(run_dir: str | Path, overrides: list[str] = (), episodes: int | Non
         "results": rows, "references": references,
         "data_sha256": setup.dataset.sha256, "peak_rss_mb": peak_rss_mb(),
         "provenance": provenance(), "config": cfg.to_dict(),
-        "version_drift": {name: {"trained": old, "evaluated": new} for name, (old, new) in drift.items()},
+        "version_drift": {package: {"trained": old, "evaluated": new} for package, (old, new) in drift.items()},
     }
+    results["results_file"] = name
     text = dumps_strict(results, indent=2)
-    (run_dir / RESULTS_FILE).write_text(text, encoding="utf-8")
+    if move_old:
+        (run_dir / RESULTS_FILE).rename(run_dir / move_old)
+        print(f"note: moved the earlier {run_dir / RESULTS_FILE} (not the run's own evaluation) to "
+              f"{run_dir / move_old}", file=sys.stderr)
+    write_text_atomic(run_dir / name, text)
+    if name != RESULTS_FILE:
+        print(f"note: this is not the run's own evaluation ({' and '.join(own_inits(run_dir))} init, "
+              f"{stored.eval.episodes} episodes, its config.yaml unchanged): written to {run_dir / name}; "
+              f"{run_dir / RESULTS_FILE} is left as it is", file=sys.stderr)
     if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(text, encoding="utf-8")
     scores.remove()
     print(format_table(results))

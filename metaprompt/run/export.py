@@ -31,9 +31,11 @@ the export checks it by loading its own peft files and comparing ``[MASK]`` stat
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -43,13 +45,14 @@ import torch
 
 from metaprompt import compat
 from metaprompt.config import Config
+from metaprompt.errors import UserError
 from metaprompt.run.checkpoint import CheckpointError, atomic_save, load_init, save_init
 from metaprompt.run.integrity import check_data_unchanged
 from metaprompt.run.jsonio import dumps_strict, read_json
 from metaprompt.run.provenance import git_commit
+from metaprompt.run.rundir import BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, RESULTS_FILE, RUN_FILE, owned
 from metaprompt.run.stats import fmt_pct
 from metaprompt.run.tensorfile import canonicalize_file
-from metaprompt.run.train import BEST_FILE, CONFIG_FILE, RUN_FILE
 
 EXPORT_FORMAT = "metaprompt.export/v1"
 FORMATS = ("native", "peft")
@@ -66,7 +69,7 @@ VERIFY_TOLERANCE = 1e-4  # the export's own check of its peft files (tests hold 
 _PROBE_TEXTS = ("a short probe sentence", "another one , about the news today", "x")
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """A run cannot be exported, or an export cannot be read (the message says why)."""
 
 
@@ -106,35 +109,27 @@ def _title(cfg: Config) -> str:
     return f"Meta-learned init: {what}, {cfg.verbalizer.kind} verbalizer"
 
 
-def _score(row: Any, path: Path, where: str, name_key: str) -> tuple[str, dict[str, Any]]:
-    """One row of results.json, checked: a hand-edited file is an error naming the field."""
-    def number(key: str, optional: bool) -> Any:
-        value = row.get(key)
-        if (value is None and optional) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
-            return value
-        raise ExportError(f"{path}: field '{where}.{key}': expected a number, got {json.dumps(value)[:40]}")
-
-    if not isinstance(row, dict) or not isinstance(row.get(name_key), str):
-        raise ExportError(f"{path}: field '{where}.{name_key}': expected a name (the file is damaged or hand-edited)")
-    return row[name_key], {"accuracy_mean": number("accuracy_mean", False),
-                           "accuracy_ci95": number("accuracy_ci95", True)}
-
-
 def _metrics(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "results.json"
+    """The scores of the model card: the run's evaluation of its meta-learned init (results.json)."""
+    path = run_dir / RESULTS_FILE
     if not path.is_file():
         return {}
     results = read_json(path, ExportError, "results file")
-    if not isinstance(results, dict):
-        raise ExportError(f"{path}: expected a JSON object, got {type(results).__name__}")
-    out: dict[str, Any] = {}
-    for key, prefix, name_key in (("results", "", "init"), ("references", "reference: ", "name")):
-        rows = results.get(key, [])
-        if not isinstance(rows, list):
-            raise ExportError(f"{path}: field '{key}': expected a list")
-        for i, row in enumerate(rows):
-            name, score = _score(row, path, f"{key}[{i}]", name_key)
-            out[prefix + name] = score
+    from metaprompt.fields import FileFormatError, check_results
+
+    try:
+        check_results(results, path)
+    except FileFormatError as err:
+        raise ExportError(str(err)) from None
+    if not any(r.get("init") == "meta" for r in results.get("results", [])):
+        print(f"note: {path} has no score of the meta-learned init; the model card shows no accuracy "
+              f"(`metaprompt eval {run_dir}` scores it)", file=sys.stderr)
+        return {}
+    out: dict[str, Any] = {r["init"]: {"accuracy_mean": r["accuracy_mean"], "accuracy_ci95": r["accuracy_ci95"]}
+                           for r in results.get("results", [])}
+    for ref in results.get("references", []):
+        out[f"reference: {ref['name']}"] = {"accuracy_mean": ref["accuracy_mean"],
+                                            "accuracy_ci95": ref["accuracy_ci95"]}
     out["n_episodes"] = results.get("n_episodes")
     out["episodes_sha256"] = results.get("episodes_sha256")
     out["adaptation"] = results.get("adaptation")
@@ -153,14 +148,38 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "native", verify
     run_dir, out = Path(run_dir), Path(out)
     if fmt not in FORMATS:
         raise ExportError(f"export format '{fmt}' is not available (available: {', '.join(FORMATS)})")
-    if not (run_dir / CONFIG_FILE).is_file() or not (run_dir / BEST_FILE).is_file():
+    if not (run_dir / CONFIG_FILE).is_file():
         raise ExportError(f"{run_dir} is not a trained run (needs {CONFIG_FILE} and {BEST_FILE})")
+    if not (run_dir / BEST_FILE).is_file():
+        hint = (f"continue its training with `metaprompt train --resume {run_dir}`"
+                if (run_dir / CHECKPOINT_FILE).is_file() else
+                f"it stopped before its first checkpoint: train its config again into a new directory with "
+                f"`metaprompt train --config {run_dir / CONFIG_FILE} --out NEW_RUN`")
+        raise ExportError(f"{run_dir} is not a trained run (needs {CONFIG_FILE} and {BEST_FILE}): {hint}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(f"export directory {out} already exists and is not empty; choose another --out")
+    probe = out.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ExportError(f"cannot create export directory {out}: {probe} is a file, not a directory")
+    inside = out.resolve().is_relative_to(run_dir.resolve())
+    with owned(run_dir, "export") if inside else contextlib.nullcontext():  # it writes into the run
+        try:
+            return _export(run_dir, out, fmt, verify, allow_data_change)
+        except OSError as err:  # disk full while the export was staged: nothing was left behind
+            raise ExportError(f"cannot write the export {out}: {err.strerror or err}; nothing was written "
+                              "(free some space, then export again)") from None
+
+
+def _export(run_dir: Path, out: Path, fmt: str, verify: bool, allow_data_change: bool) -> Path:
     original = Config.load(run_dir / CONFIG_FILE)
+    from metaprompt.run.resume import check_config_unedited
+
+    check_config_unedited(run_dir, original)
     cfg = Config.load(run_dir / CONFIG_FILE, ["model.device=cpu"])  # exports are built on the CPU
     try:
-        learned, info = load_init(run_dir / BEST_FILE)
+        learned, info = load_init(run_dir / BEST_FILE)  # checked finite: the error names the run's file
     except CheckpointError as err:
         raise ExportError(str(err)) from None
 
@@ -233,9 +252,13 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "native", verify
             canonicalize_file(written)
         (staging / META_FILE).write_text(dumps_strict(meta, indent=2), encoding="utf-8")
         (staging / CARD_FILE).write_text(model_card(meta), encoding="utf-8")
-        if out.exists():
-            out.rmdir()  # empty (checked above)
-        os.replace(staging, out)
+        try:
+            if out.exists():
+                out.rmdir()  # empty (checked above)
+            os.replace(staging, out)
+        except OSError as err:  # another export filled --out while this one was built
+            raise ExportError(f"export directory {out} was written by another process meanwhile "
+                              f"({err.strerror or err}); nothing was replaced: choose another --out") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

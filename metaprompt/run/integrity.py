@@ -151,7 +151,12 @@ def read_test_episodes(setup: "Setup") -> EpisodeFile:
 def check_test_source(setup: "Setup") -> None:
     """Before anything is written: the test episodes of this config can be had (a readable episode
     file of the run's test classes, or enough test classes and examples to sample them)."""
-    if setup.cfg.data.test_episodes_file:
+    cfg = setup.cfg
+    if cfg.data.test_episodes_file:
+        if not Path(cfg.data.test_episodes_file).is_file():
+            raise DataError(f"config key 'data.test_episodes_file': {cfg.data.test_episodes_file} does not exist "
+                            "(write one with `metaprompt episodes --split test --out FILE`, or drop the key to "
+                            "score seeded test episodes)")
         read_test_episodes(setup)
     else:
-        setup.sampler("test", setup.cfg.eval.seed)
+        setup.sampler("test", cfg.eval.seed)

@@ -39,6 +39,7 @@ from typing import Any, Sequence
 
 from metaprompt.config import Config, ConfigError
 from metaprompt.run.provenance import drift_message, version_drift
+from metaprompt.errors import UserError
 from metaprompt.run.stats import mean_ci95
 
 REPORT_FILE = "report.md"
@@ -49,7 +50,7 @@ SKIP_DIRS = {".git", ".venv", "__pycache__", "wandb", "export"}
 log = logging.getLogger(__name__)
 
 
-class ReportError(ValueError):
+class ReportError(UserError, ValueError):
     """Nothing to report, or an input that is not a results JSON."""
 
 
@@ -764,6 +765,12 @@ def build_report(paths: Sequence[str | Path], out_dir: str | Path, title: str | 
                  plots: bool = True, command: str | None = None) -> Path:
     """Write ``out_dir/report.md`` (and PNG plots) for the results found under ``paths``."""
     out_dir = Path(out_dir)
+    probe = out_dir
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():  # checked before any results file is read
+        what = "is a file; give a folder" if probe == out_dir else f"cannot be created: {probe} is a file, not a directory"
+        raise ReportError(f"--out {out_dir} {what}")
     found = find_results(paths)
     if not found:
         raise ReportError("no results JSON found")

@@ -17,6 +17,7 @@ import torch
 from episodes import Episode, EpisodeSampler, TextDataset, load_custom_dataset, load_dataset
 from episodes.data import default_cache_dir
 from metaprompt.config import Config
+from metaprompt.errors import ConfigError
 from metaprompt.model.backbone import Backbone, load_backbone
 from metaprompt.model.classifier import PromptClassifier, Task
 from metaprompt.model.prompts import build_prompt_encoder, shallow_length
@@ -35,9 +36,20 @@ def resolve_device(name: str) -> torch.device:
 
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"config key 'model.device': unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") \
+            from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"model.device={name} but no CUDA device is available")
+        raise ConfigError(f"config key 'model.device': {name!r}, but this machine has no usable CUDA device "
+                          "(torch.cuda.is_available() is False); use model.device=cpu, or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"config key 'model.device': {name!r}, but this machine has {torch.cuda.device_count()} "
+                          f"CUDA device(s), numbered from 0")
+    if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ConfigError(f"config key 'model.device': {name!r}, but this machine has no usable MPS device; "
+                          "use model.device=cpu, or auto")
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_cuda_index())
     return device
@@ -46,7 +58,7 @@ def resolve_device(name: str) -> torch.device:
 def load_data(cfg: Config) -> TextDataset:
     if cfg.data.dataset == "custom":
         return load_custom_dataset(cfg.data.path, cfg.data.splits)
-    return load_dataset(cfg.data.dataset, cfg.data.dir)
+    return load_dataset(cfg.data.dataset, cfg.data.dir, cfg.verbalizer.label_words)
 
 
 def label_word_ids(tokenizer, label_words: dict[int, list[str]]) -> dict[int, list[list[int]]]:

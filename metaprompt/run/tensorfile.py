@@ -23,12 +23,14 @@ from typing import Iterable
 
 import torch
 
+from metaprompt.errors import UserError
+
 CHECKSUM_KEY = "header_sha256"
 ZEROS = "0" * 64
 _CHECKSUM_RE = re.compile(rb'"header_sha256":"([^"]*)"')
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint, init or export tensor file cannot be written or read (the message names it)."""
 
 

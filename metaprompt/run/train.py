@@ -1,25 +1,20 @@
 """Meta-training: outer loop, validation on the val classes, early stopping, checkpoints, resume.
 
-A run directory holds::
-
-    config.yaml              the resolved config (what `eval`, `export` and `--resume` read)
-    run.json                 provenance: command, commit, versions, machine, parameter counts
-    checkpoint.safetensors   latest state (params, optimiser, scheduler, RNG, episode cursor)
-    best.safetensors         best-on-validation meta-parameters (the learned init)
-    metrics.jsonl            one line per outer step and per validation
-    train_summary.json       written when training ends
+The run directory's layout and its lock: :mod:`metaprompt.run.rundir`. On resume, config.yaml
+is the truth: a config that differs from it in anything but :data:`~metaprompt.config.RUNTIME_KEYS`
+is refused, since the checkpoint (optimiser state, learning-rate schedule, episode cursor) was made
+with the stored values.
 
 Training episodes are a pure function of (seed, episode index), so the cursor in the
 checkpoint is all a resumed run needs to see exactly the episodes it would have seen.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -29,7 +24,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from metaprompt.config import Config
+from metaprompt.config import Config, ConfigError
+from metaprompt.errors import UserError
 from metaprompt.meta.algorithms import LR_PREFIX, MetaAlgorithm, build_algorithm
 from metaprompt.meta.engines import build_engine
 from metaprompt.run.adaptation import adapt_and_score
@@ -38,25 +34,17 @@ from metaprompt.run.distributed import Group, init_group
 from metaprompt.run.integrity import check_data_unchanged, check_test_source, data_record, pinned_config
 from metaprompt.run.jsonio import dumps_strict
 from metaprompt.run.provenance import peak_rss_mb, provenance
+from metaprompt.run.rundir import (BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, RUN_FILE,  # noqa: F401
+                                   SUMMARY_FILE, RunDirError, check_run_dir, owned, used_entries)
+from metaprompt.run.resume import record_resume, resume_changes
 from metaprompt.run.setup import Setup, build_setup, fixed_episodes, resolve_device
 from metaprompt.run.stats import mean_ci95
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.yaml"
-RUN_FILE = "run.json"
-CHECKPOINT_FILE = "checkpoint.safetensors"
-BEST_FILE = "best.safetensors"
-METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "train_summary.json"
 
-
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
     """Training cannot go on (the message says why and what is left on disk)."""
-
-
-class RunDirError(ValueError):
-    pass
 
 
 @dataclass
@@ -73,36 +61,6 @@ class TrainState:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-def check_run_dir(run_dir: Path, resume: bool, need_mb: float = 50.0) -> None:
-    """Refuse to overwrite a run, and fail early on an unwritable or full disk."""
-    run_dir = Path(run_dir)
-    if resume:
-        if not (run_dir / CHECKPOINT_FILE).is_file():
-            hint = (f" (the run stopped before its first checkpoint: delete {run_dir} and start it again)"
-                    if (run_dir / CONFIG_FILE).is_file() else "")
-            raise RunDirError(f"cannot resume: {run_dir / CHECKPOINT_FILE} does not exist{hint}")
-        probe_dir = run_dir
-    else:
-        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-            raise RunDirError(f"run directory {run_dir} already exists and is not empty; "
-                              "choose another --out, or continue it with --resume")
-        probe_dir = run_dir
-        while not probe_dir.exists() and probe_dir != probe_dir.parent:
-            probe_dir = probe_dir.parent
-    if not probe_dir.is_dir():
-        raise RunDirError(f"cannot create {run_dir}: {probe_dir} is a file, not a directory")
-    if not os.access(probe_dir, os.W_OK):
-        raise RunDirError(f"cannot write to {probe_dir} (permission denied)")
-    try:  # a real write: os.access says yes to root, and on some read-only or network mounts
-        with tempfile.TemporaryFile(dir=probe_dir):
-            pass
-    except OSError as err:
-        raise RunDirError(f"cannot write to {probe_dir}: {err.strerror or err}") from None
-    free_mb = shutil.disk_usage(probe_dir).free / 2**20
-    if free_mb < need_mb:
-        raise RunDirError(f"only {free_mb:.0f} MB free on the disk of {probe_dir}; a run needs about {need_mb:.0f} MB")
 
 
 def make_optimizer(cfg: Config, params: dict[str, torch.Tensor]) -> torch.optim.Optimizer:
@@ -214,17 +172,25 @@ def _speed_notes(cfg: Config) -> None:
 def train(cfg: Config, run_dir: str | Path, resume: bool = False, setup: Setup | None = None) -> dict[str, Any]:
     """Meta-train the init described by ``cfg`` into ``run_dir`` (or continue it).
 
-    Under ``torchrun``/``accelerate launch`` the tasks of each meta-batch are split over the
-    processes (:mod:`metaprompt.run.distributed`); rank 0 writes the run directory."""
+    The run directory is owned by this process from before its first write to the end
+    (:func:`metaprompt.run.rundir.owned`). Under ``torchrun``/``accelerate launch`` the tasks of
+    each meta-batch are split over the processes (:mod:`metaprompt.run.distributed`); rank 0
+    writes the run directory and holds its lock."""
     group = init_group(resolve_device(cfg.model.device))
     try:
-        return _train(cfg, Path(run_dir), resume, setup, group)
+        with contextlib.ExitStack() as owner:
+            return _train(cfg, Path(run_dir), resume, setup, group, owner)
     finally:
         group.close()
 
 
-def _train(cfg: Config, run_dir: Path, resume: bool, setup: Setup | None, group: Group) -> dict[str, Any]:
+def _train(cfg: Config, run_dir: Path, resume: bool, setup: Setup | None, group: Group,
+           owner: contextlib.ExitStack) -> dict[str, Any]:
     group.agree(lambda: check_run_dir(run_dir, resume))
+    changes: dict[str, tuple[Any, Any]] = {}
+    if resume:  # own the run before reading its checkpoint: a second writer is refused at once
+        group.agree(lambda: owner.enter_context(owned(run_dir, "train --resume")))
+        changes = resume_changes(cfg, run_dir)
     if setup is None:  # data, model, template: all checked before the run dir exists
         with group.main_first():  # rank 0 fills the tokenization cache, the others then read it
             setup = build_setup(cfg)
@@ -234,6 +200,9 @@ def _train(cfg: Config, run_dir: Path, resume: bool, setup: Setup | None, group:
     algorithm = build_algorithm(cfg.meta, build_engine(cfg.meta.engine), classifier)
     params = classifier.init_params()
     params.update(algorithm.extra_params(params))
+    if not any(p.numel() for p in params.values()):  # e.g. meta.learn=[prompt] with prompt.length=0
+        raise ConfigError(f"config key 'meta.learn': nothing to meta-learn: {cfg.meta.learn} hold no parameters with "
+                          f"prompt.length={cfg.prompt.length}, verbalizer.kind={cfg.verbalizer.kind} and a frozen backbone")
     optimizer = make_optimizer(cfg, params)
     total_steps = math.ceil(cfg.train.episodes / cfg.meta.meta_batch)
     scheduler = make_scheduler(cfg, optimizer, total_steps)
@@ -247,20 +216,36 @@ def _train(cfg: Config, run_dir: Path, resume: bool, setup: Setup | None, group:
     val_tasks = [setup.task(val_episodes[i], i) for i in val_slots]
     counts = classifier.count({k: v for k, v in params.items() if not k.startswith(LR_PREFIX)})
 
+    if not resume:  # own the new directory from its creation; another process may have filled it meanwhile
+        def claim() -> None:
+            owner.enter_context(owned(run_dir, "train"))
+            if used_entries(run_dir):
+                raise RunDirError(f"run directory {run_dir} was written by another process meanwhile "
+                                  f"({', '.join(used_entries(run_dir)[:3])}); choose another --out")
+        group.agree(claim)
+
     state = TrainState()
     if resume:
         ckpt = load_checkpoint(run_dir / CHECKPOINT_FILE)
         if set(ckpt["params"]) != set(params):
             raise TrainingError(f"{run_dir / CHECKPOINT_FILE} does not match this config's parameters")
-        with torch.no_grad():
-            for name, value in ckpt["params"].items():
-                params[name].copy_(value)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        torch.set_rng_state(ckpt["rng"])
-        state = TrainState(**ckpt["state"])
+        try:  # a damaged or foreign checkpoint: one message naming the file, not a traceback
+            with torch.no_grad():
+                for name, value in ckpt["params"].items():
+                    params[name].copy_(value)
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            torch.set_rng_state(ckpt["rng"])
+            state = TrainState(**ckpt["state"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
+            raise TrainingError(f"{run_dir / CHECKPOINT_FILE}: its parameters, optimiser, scheduler, RNG or trainer "
+                                f"state cannot be restored ({type(err).__name__}: {err}); the file is damaged") from None
+        if state.step > total_steps:
+            raise ConfigError(f"config key 'train.episodes': {run_dir} has trained {state.step} outer steps already, "
+                              f"more than the {total_steps} that train.episodes={cfg.train.episodes} allows")
         metrics = _NoMetrics()
         if group.is_main:
+            record_resume(run_dir, state.step, changes)
             for stale in run_dir.glob(".*.tmp"):
                 stale.unlink(missing_ok=True)  # left by a kill during an atomic write
             # A checkpoint taken before the first validation (empty history) keeps no metrics line.
@@ -269,10 +254,11 @@ def _train(cfg: Config, run_dir: Path, resume: bool, setup: Setup | None, group:
     elif not group.is_main:
         metrics = _NoMetrics()
     else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / CONFIG_FILE).write_text(pinned_config(cfg, setup).to_yaml(), encoding="utf-8")  # absolute paths
+        pinned = pinned_config(cfg, setup)  # absolute paths: eval from another folder reads the same files
+        (run_dir / CONFIG_FILE).write_text(pinned.to_yaml(), encoding="utf-8")
         info = {**provenance(), "trainable_params": counts, "dataset_sha256": setup.dataset.sha256,
-                "data_files": data_record(setup), "model": cfg.model.name, "distributed": group.describe()}
+                "data_files": data_record(setup), "model": cfg.model.name, "distributed": group.describe(),
+                "config": pinned.to_dict()}  # what trained the run: a later hand edit of config.yaml is refused
         (run_dir / RUN_FILE).write_text(dumps_strict(info, indent=2), encoding="utf-8")
         metrics = _Metrics(run_dir / METRICS_FILE)
     if group.is_main:
