@@ -44,7 +44,7 @@ class ScanResult:
     lines: list[int] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     sha256: str = ""
-    keys: list[int] = field(default_factory=list)  # hash of each text, stripped (finds duplicates)
+    keys: list[int] = field(default_factory=list)  # text_key of each text (finds duplicates)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -151,9 +151,9 @@ def _invisible(ch: str) -> bool:
 
 
 def text_key(text: str) -> int:
-    """A key of a text for finding duplicates (within one process; a 64-bit hash, so a false match
-    among a million texts has a chance of about 3e-8)."""
-    return hash(text.strip())
+    """A key of a text for finding duplicates: case and runs of white space do not count (within one
+    process; a 64-bit hash, so a false match among a million texts has a chance of about 3e-8)."""
+    return hash(" ".join(text.split()).casefold())
 
 
 def scan_data_file(path: str | Path, keep_texts: bool = True) -> ScanResult:

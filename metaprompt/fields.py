@@ -28,7 +28,7 @@ def _is_number(v: Any) -> bool:
     return (isinstance(v, (int, float)) and not isinstance(v, bool))
 
 
-#: kind -> (test, words); a kind ending in "?" (or "?null") may be missing or null.
+#: kind -> (test, words); a kind ending in "?" may be missing, one ending in "?null" missing or null.
 KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "str": (lambda v: isinstance(v, str), "a string"),
     "int": (lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
@@ -68,48 +68,52 @@ def check_fields(obj: Any, spec: dict[str, str], path: str | Path, hint: str = "
         where = f"field '{prefix.rstrip('.')}': " if prefix else ""
         raise FileFormatError(f"{path}: {where}expected a JSON object, got {_show(obj)}{hint}")
     for dotted, kind in spec.items():
-        optional = "?" in kind
+        optional, nullable = "?" in kind, kind.endswith("?null")
         test, words = KINDS[kind.split("?")[0]]
         parent = dotted.rpartition(".")[0]
         if parent and not isinstance(_get(obj, parent), dict):
             continue  # the parent's own entry reports it (or it is optional and absent)
         value = _get(obj, dotted)
-        if value is _MISSING or value is None:
+        if value is _MISSING:
             if optional:
                 continue
             raise FileFormatError(f"{path}: field '{prefix}{dotted}' is missing{hint}")
+        if value is None and nullable:
+            continue
         if not test(value):
             raise FileFormatError(f"{path}: field '{prefix}{dotted}': expected {words}, got {_show(value)}{hint}")
 
 
 #: The fields of an export's metaprompt.json that `metaprompt load` and `load_init` use.
 EXPORT_FIELDS = {
-    "format": "str", "export_format": "str?", "title": "str?", "auto_class": "str?", "template": "str",
-    "config": "dict", "base_model": "dict", "base_model.name": "str", "base_model.model_type": "str",
-    "base_model.class": "str?", "base_model.path": "str?", "base_model.hidden_size": "size",
-    "base_model.num_hidden_layers": "size", "base_model.vocab_size": "size", "parameters": "shapes",
-    "meta_learned": "strs?", "prompt": "dict", "prompt.kind": "str", "prompt.length": "count",
+    "format": "str",
+    "export_format": "str?", "title": "str?", "auto_class": "str?", "template": "str", "config": "dict",
+    "base_model": "dict", "base_model.name": "str", "base_model.model_type": "str", "base_model.class": "str?",
+    "base_model.path": "str?", "base_model.hidden_size": "size", "base_model.num_hidden_layers": "size",
+    "base_model.vocab_size": "size", "parameters": "shapes", "meta_learned": "strs?",
+    "prompt": "dict", "prompt.kind": "str", "prompt.length": "count",
     "verbalizer": "dict", "verbalizer.kind": "str", "verbalizer.temperature": "number?",
     "dataset": "str", "n_way": "size", "k_shot": "size", "meta_train_classes": "ints", "meta_test_classes": "ints?",
-    "training": "dict?", "training.step": "count?", "training.val_accuracy": "number?",
-    "training.commit": "str?", "commit": "str?", "metrics": "dict?", "peft": "dict?",
-    "peft.available": "bool?", "peft.reason": "str?", "peft.peft_type": "str?", "peft.exact": "bool?",
-    "peft.not_exact_because": "str?", "peft.how_to": "str?", "peft.adapter": "str?",
-    "peft.backbone_adapter": "str?", "peft.base_model_dir": "str?",
+    "training": "dict?", "training.step": "count?null", "training.val_accuracy": "number?null",
+    "training.commit": "str?null", "commit": "str?null", "metrics": "dict?", "peft": "dict?null",
+    "peft.available": "bool?", "peft.reason": "str?", "peft.peft_type": "str?null", "peft.exact": "bool?",
+    "peft.not_exact_because": "str?", "peft.how_to": "str?", "peft.adapter": "str?null",
+    "peft.backbone_adapter": "str?null", "peft.base_model_dir": "str?null",
 }
 
 #: The fields of a results JSON that `metaprompt export` (the model card) reads.
 RESULTS_FIELDS = {"results": "list", "references": "list?", "n_episodes": "int", "episodes_sha256": "str",
                   "n_way": "int?", "k_shot": "int?", "n_query": "int?", "adaptation": "dict?"}
-SCORE_FIELDS = {"init": "str", "accuracy_mean": "number", "accuracy_ci95": "number?"}
+SCORE_FIELDS = {"init": "str", "accuracy_mean": "number", "accuracy_ci95": "number?null"}
 
 
 def check_export_meta(meta: Any, path: str | Path) -> None:
     hint = " (a truncated or hand-edited file? export the run again)"
     check_fields(meta, EXPORT_FIELDS, path, hint)
     for key, value in (meta.get("metrics") or {}).items():
-        if isinstance(value, dict):
-            check_fields(value, {"accuracy_mean": "number", "accuracy_ci95": "number?"}, path, hint, f"metrics.{key}.")
+        if isinstance(value, dict) and "accuracy_mean" in value:  # a score row (not e.g. the adaptation settings)
+            check_fields(value, {"accuracy_mean": "number", "accuracy_ci95": "number?null"}, path, hint,
+                         f"metrics.{key}.")
     peft = meta.get("peft")
     if isinstance(peft, dict) and peft.get("available"):
         check_fields(peft, {"exact": "bool", "how_to": "str"}, path, hint, "peft.")
@@ -129,5 +133,5 @@ def check_results(results: Any, path: str | Path) -> None:
     for i, row in enumerate(results["results"]):
         check_fields(row, SCORE_FIELDS, path, hint, f"results[{i}].")
     for i, row in enumerate(results.get("references") or []):
-        check_fields(row, {"name": "str", "accuracy_mean": "number", "accuracy_ci95": "number?"},
+        check_fields(row, {"name": "str", "accuracy_mean": "number", "accuracy_ci95": "number?null"},
                      path, hint, f"references[{i}].")
