@@ -50,8 +50,11 @@ def packaged_path(name: str) -> Any:
     return resources.files("episodes").joinpath("resources", name)
 
 
-def read_json_file(path: Path | Any, what: str) -> Any:
-    """Read a whole JSON file, turning syntax errors into a DataError that names the line."""
+def read_json_file(path: Path | Any, what: str, nan_as_null: bool = False) -> Any:
+    """Read a whole JSON file, turning syntax errors into a DataError that names the line.
+
+    ``nan_as_null``: read NaN and Infinity (not JSON, but what files written before metaprompt
+    wrote strict JSON may hold) as null."""
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
@@ -59,7 +62,7 @@ def read_json_file(path: Path | Any, what: str) -> Any:
     except OSError as err:
         raise DataError(f"{path}: cannot read the {what}: {err.strerror or err}.") from None
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=(lambda name: None) if nan_as_null else None)
     except json.JSONDecodeError as err:
         raise DataError(
             f"{path}:{err.lineno}: the {what} is not valid JSON: {err.msg} (line {err.lineno}, column {err.colno})."

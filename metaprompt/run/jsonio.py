@@ -41,16 +41,12 @@ def dumps_strict(obj: Any, **kwargs: Any) -> str:
 
 def read_json(path: Path, error: type[Exception], what: str = "file") -> Any:
     """A whole JSON file; unreadable or malformed content raises ``error`` naming the file (and the
-    line and column). Lenient where it is harmless: NaN and Infinity are read as null."""
-    path = Path(path)
+    line and column). Lenient where it is harmless: NaN and Infinity, which files written before
+    :func:`dumps_strict` may hold, are read as null. (The reader of the data layer, raising ``error``.)"""
+    from episodes import DataError
+    from episodes.paths import read_json_file
+
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise error(f"{path}: the {what} is not UTF-8 text (byte {err.start})") from None
-    except OSError as err:
-        raise error(f"{path}: cannot read the {what}: {err.strerror or err}") from None
-    try:
-        # NaN / Infinity, which files written before dumps_strict may hold, are read as null
-        return json.loads(text, parse_constant=lambda name: None)
-    except json.JSONDecodeError as err:
-        raise error(f"{path}: the {what} is not valid JSON ({err})") from None
+        return read_json_file(Path(path), what, nan_as_null=True)
+    except DataError as err:
+        raise error(str(err)) from None
