@@ -191,11 +191,6 @@ def in_use_by(run_dir: str | Path) -> str | None:
     return None
 
 
-def is_owned_here(run_dir: str | Path) -> bool:
-    """Whether this process holds the lock of ``run_dir``."""
-    return str(Path(run_dir).resolve()) in _HELD
-
-
 # -- output paths ----------------------------------------------------------------------------------
 def check_output_file(path: str | Path, option: str, force: bool = False, force_flag: str = "--force",
                       example: str = "results.json") -> Path:
