@@ -19,13 +19,13 @@ from typing import Any, Union
 import yaml
 
 from metaprompt.errors import ConfigError
+from metaprompt.prompts import INITS as PROMPT_INITS
+from metaprompt.prompts import PROMPTS, PromptSpec
+from metaprompt.verbalizers import DISTANCES, VERBALIZERS, VerbalizerSpec
 
 DATASETS = ("huffpost", "amazon", "reuters", "20news", "custom")
 ALGORITHMS = ("maml", "fomaml", "maml++", "reptile")
 ENGINES = ("torch_func", "higher")
-PROMPT_KINDS = ("embedding", "ptuning", "prefix", "pool")
-PROMPT_INITS = ("random", "vocab", "label_words", "text")
-VERBALIZER_KINDS = ("label_words", "soft", "proto", "repverb", "hybrid")
 LEARNABLE_GROUPS = ("prompt", "verbalizer")
 ADAPT_MODES = ("sgd", "adamw")
 
@@ -131,11 +131,10 @@ class PromptConfig:
     prefix_projection: bool = False  # prefix: reparameterise the per-layer prefixes by an MLP
 
     def __post_init__(self) -> None:
-        _choice(self.kind, "prompt.kind", PROMPT_KINDS)
+        _choice(self.kind, "prompt.kind", PROMPTS.names())
         _choice(self.init, "prompt.init", PROMPT_INITS)
         _check(self.length >= 0, "prompt.length", f"must be ≥ 0, got {self.length}")
-        _check(self.kind == "embedding" or self.length >= 1, "prompt.length",
-               f"prompt.kind={self.kind} needs at least one prompt token, got {self.length}")
+        kind = PROMPTS.get(self.kind)
         _check(self.template_id is None or self.template_id >= 0, "prompt.template_id",
                f"must be ≥ 0, got {self.template_id}")
         _check(self.template.count("[MASK]") == 1, "prompt.template",
@@ -143,12 +142,17 @@ class PromptConfig:
         _check(self.template.count("{text}") == 1, "prompt.template",
                f"must contain exactly one {{text}}, got {self.template!r}")
         # Deep prompts (prefix) sit in front of every layer, not in [P] slots of the input.
-        _check(self.length == 0 or self.kind == "prefix" or "[P]" in self.template, "prompt.template",
+        _check(self.length == 0 or kind.deep or "[P]" in self.template, "prompt.template",
                f"prompt.length is {self.length} but the template has no [P] slot: {self.template!r}")
         _check(self.hidden_size >= 1, "prompt.hidden_size", "must be ≥ 1")
         _check(self.pool_size >= 1, "prompt.pool_size", "must be ≥ 1")
         if self.init == "text":
             _text(self.init_text, "prompt.init_text")
+        self.spec()  # the kind's own checks
+
+    def spec(self) -> PromptSpec:
+        """The prompt kind's spec, built from this section (``prompt.kind`` picks it in :data:`PROMPTS`)."""
+        return PROMPTS.get(self.kind).from_settings(self)
 
 
 @dataclass
@@ -161,12 +165,17 @@ class VerbalizerConfig:
     distance: str = "cosine"  # proto: cosine | euclidean
 
     def __post_init__(self) -> None:
-        _choice(self.kind, "verbalizer.kind", VERBALIZER_KINDS)
-        _choice(self.distance, "verbalizer.distance", ("cosine", "euclidean"))
+        _choice(self.kind, "verbalizer.kind", VERBALIZERS.names())
+        _choice(self.distance, "verbalizer.distance", DISTANCES)
         _positive(self.scale, "verbalizer.scale")
         _check(0.0 <= self.hybrid_weight <= 1.0, "verbalizer.hybrid_weight",
                f"must be a number in [0, 1], got {self.hybrid_weight!r}")
         _text(self.label_words, "verbalizer.label_words")
+        self.spec()  # the kind's own checks
+
+    def spec(self) -> VerbalizerSpec:
+        """The verbalizer kind's spec, built from this section (``verbalizer.kind`` picks it in :data:`VERBALIZERS`)."""
+        return VERBALIZERS.get(self.kind).from_settings(self)
 
 
 @dataclass
@@ -340,13 +349,15 @@ class Config:
         if self.prompt.template_id is not None:
             self.prompt.template = _builtin_template(self.data.dataset, self.prompt.template_id)
         # Deep prompts enter every layer as a key/value cache that a recomputed layer would extend twice.
-        _check(not (self.model.gradient_checkpointing and self.prompt.kind == "prefix"), "model.gradient_checkpointing",
-               "does not work with prompt.kind=prefix (the per-layer prefixes live in a cache that recomputing a "
-               "layer would extend a second time); use prompt.kind=embedding, ptuning or pool, or switch it off")
+        shallow = ", ".join(name for name, kind in PROMPTS.items() if not kind.deep)
+        _check(not (self.model.gradient_checkpointing and PROMPTS.get(self.prompt.kind).deep),
+               "model.gradient_checkpointing",
+               f"does not work with prompt.kind={self.prompt.kind} (the per-layer prefixes live in a cache that "
+               f"recomputing a layer would extend a second time); use prompt.kind={shallow}, or switch it off")
         _check(self.data.dataset != "custom" or self.verbalizer.label_words == "label_name", "verbalizer.label_words",
                f"picks a section of a built-in data set's verbalizers.json, got {self.verbalizer.label_words!r}; a "
                "custom data set's label words come from its split file ('label_words', else the class names)")
-        if self.verbalizer.kind in ("label_words", "hybrid"):
+        if VERBALIZERS.get(self.verbalizer.kind).needs_vocab():
             _check(self.model.mlm_head != "no", "verbalizer.kind",
                    f"'{self.verbalizer.kind}' scores label words with a masked-LM head, but model.mlm_head is 'no'")
         _check(bool(self.meta.learn) or not (self.model.freeze_backbone and self.peft.method == "none"), "meta.learn",

@@ -12,7 +12,7 @@ from metaprompt.config import Config, ConfigError
 from metaprompt.meta.algorithms import build_algorithm
 from metaprompt.meta.engines import build_engine
 from metaprompt.model.backbone import load_backbone
-from metaprompt.model.prompts import PROMPT_ENCODERS
+from metaprompt.prompts import PROMPTS
 from metaprompt.peft import METHODS, baseline_overrides
 from metaprompt.run.adaptation import adapt_sgd
 from metaprompt.run.checkpoint import load_checkpoint, load_init
@@ -40,7 +40,7 @@ ENGINE = {"adapter": "higher"}
 
 def _skip_if_missing(method):
     kind = METHODS[method].prompt.get("kind")
-    if kind is not None and kind not in PROMPT_ENCODERS:
+    if kind is not None and kind not in PROMPTS:
         pytest.skip(f"prompt.kind={kind} is not implemented yet (prompt zoo, issue #4)")
 
 
@@ -201,7 +201,7 @@ def test_baseline_configs_match_method_defaults():
         for key, value in METHODS[method].defaults.items():
             section, name = key.split(".")
             assert data[section][name] == value, f"{path}: {key} is {data[section][name]!r}, the method says {value!r}"
-        if METHODS[method].prompt.get("kind", "embedding") in PROMPT_ENCODERS:
+        if METHODS[method].prompt.get("kind", "embedding") in PROMPTS:
             Config.load(path)  # valid as it stands
 
 

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from metaprompt.model.backbone import Backbone
-from metaprompt.model.prompts import PromptEncoder
 from metaprompt.model.template import Batch, Template
-from metaprompt.model.verbalizers import Verbalizer
+from metaprompt.prompts import PromptEncoder
+from metaprompt.verbalizers import Verbalizer
 
 Params = dict[str, torch.Tensor]
 GROUPS = ("prompt", "verbalizer", "backbone")

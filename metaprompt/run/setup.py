@@ -9,7 +9,6 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -20,9 +19,7 @@ from metaprompt.config import Config
 from metaprompt.errors import ConfigError
 from metaprompt.model.backbone import Backbone, load_backbone
 from metaprompt.model.classifier import PromptClassifier, Task
-from metaprompt.model.prompts import build_prompt_encoder, shallow_length
 from metaprompt.model.template import Template
-from metaprompt.model.verbalizers import build_verbalizer
 from metaprompt.peft import apply_peft
 from metaprompt.peft.base import used_names
 
@@ -158,11 +155,12 @@ def build_setup(cfg: Config) -> Setup:
         backbone.encoder.enable_checkpointing()
     max_length = min(cfg.model.max_length, backbone.max_positions)
     # [P] slots hold the shallow prompt (none for deep prompts: prefix sits in every layer).
-    template = Template(cfg.prompt.template, backbone.tokenizer, shallow_length(cfg.prompt), max_length,
+    prompt_spec = cfg.prompt.spec()
+    template = Template(cfg.prompt.template, backbone.tokenizer, prompt_spec.shallow_length, max_length,
                         cfg.data.max_text_tokens)
     words = label_word_ids(backbone.tokenizer, dataset.label_words)
-    prompt = build_prompt_encoder(cfg.prompt, backbone, words, dataset.splits.train)
-    verbalizer = build_verbalizer(cfg.verbalizer, backbone, words)
+    prompt = prompt_spec.bind(backbone, words, dataset.splits.train)
+    verbalizer = cfg.verbalizer.spec().bind(backbone, words)
     autocast = torch.bfloat16 if cfg.model.dtype == "bfloat16" else None
     # peft.method: inject LoRA/IA3/adapters in place; the predicate names the tensors to adapt.
     trainable = apply_peft(cfg, backbone, needs_vocab=verbalizer.needs_vocab)
