@@ -20,8 +20,8 @@ from metaprompt.errors import ConfigError
 from metaprompt.model.backbone import Backbone, load_backbone
 from metaprompt.model.classifier import PromptClassifier, Task
 from metaprompt.model.template import Template
-from metaprompt.peft import apply_peft
-from metaprompt.peft.base import used_names
+from metaprompt.tuners import apply_tuner
+from metaprompt.tuners.base import used_names
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def build_setup(cfg: Config) -> Setup:
     verbalizer = cfg.verbalizer.spec().bind(backbone, words)
     autocast = torch.bfloat16 if cfg.model.dtype == "bfloat16" else None
     # peft.method: inject LoRA/IA3/adapters in place; the predicate names the tensors to adapt.
-    trainable = apply_peft(cfg, backbone, needs_vocab=verbalizer.needs_vocab)
+    trainable = apply_tuner(backbone, cfg.peft.method, cfg.peft, cfg.seed, needs_vocab=verbalizer.needs_vocab)
     if trainable is None and not cfg.model.freeze_backbone:  # every weight that reaches the output
         trainable = used_names(backbone, verbalizer.needs_vocab).__contains__
     classifier = PromptClassifier(backbone, template, prompt, verbalizer, learn=cfg.meta.learn,
