@@ -19,12 +19,13 @@ from typing import Any
 
 import yaml
 
+from metaprompt.checks import check as _check
 from metaprompt.config import parsing
 from metaprompt.config.keys import RUNTIME_KEYS, changed_keys, flat, without_runtime_keys
 from metaprompt.config.parsing import build
 from metaprompt.config.sections import (ADAPT_MODES, LEARNABLE_GROUPS, SEED_MAX, DataConfig, EvalConfig, LogConfig,
                                         MetaConfig, ModelConfig, PeftConfig, PromptConfig, TrainConfig,
-                                        VerbalizerConfig, _check, _seed)
+                                        VerbalizerConfig, check_seed)
 from metaprompt.errors import ConfigError
 
 
@@ -45,7 +46,7 @@ class Config:
 
     def __post_init__(self) -> None:
         _check(0 <= self.threads <= 256, "threads", f"must be from 0 (torch's default) to 256, got {self.threads}")
-        _seed(self.seed, "seed")
+        check_seed(self.seed, "seed")
         _check(len(self.label) <= 120 and not any(ch in self.label for ch in "|\n\r\t`"), "label",
                f"must be at most 120 characters without '|', backticks, tabs or line breaks, got {self.label!r}")
         if self.prompt.template_id is not None:

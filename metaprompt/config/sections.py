@@ -32,7 +32,7 @@ SEED_MAX = 2**64 - 1
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
 
 
-def _seed(value: int, key: str) -> None:
+def check_seed(value: int, key: str) -> None:
     _check(0 <= value <= SEED_MAX, key, f"must be an integer from 0 to 2**64 - 1, got {value}")
 
 
@@ -228,7 +228,7 @@ class TrainConfig:
         _positive(self.grad_clip, "train.grad_clip", allow_zero=True)
         _check(self.val_every >= 1, "train.val_every", f"must be ≥ 1, got {self.val_every}")
         _check(self.val_episodes >= 1, "train.val_episodes", f"must be ≥ 1, got {self.val_episodes}")
-        _seed(self.val_seed, "train.val_seed")
+        check_seed(self.val_seed, "train.val_seed")
         _check(self.patience >= 0, "train.patience", f"must be ≥ 0, got {self.patience}")
         _check(self.checkpoint_every >= 1, "train.checkpoint_every", f"must be ≥ 1, got {self.checkpoint_every}")
         _choice(self.on_nonfinite, "train.on_nonfinite", ("stop", "skip"))
@@ -255,7 +255,7 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         _check(self.episodes >= 1, "eval.episodes", f"must be ≥ 1, got {self.episodes}")
-        _seed(self.seed, "eval.seed")
+        check_seed(self.seed, "eval.seed")
         for lr in self.select_backbone_lr:
             _positive(lr, "eval.select_backbone_lr")
         _check(self.select_episodes >= 1, "eval.select_episodes", f"must be ≥ 1, got {self.select_episodes}")
