@@ -75,6 +75,7 @@ def test_committed_report_is_what_report_makes_of_the_committed_results(tmp_path
             assert (RESULTS / line.split("(", 1)[1].rstrip(")")).is_file(), line
 
 
+@pytest.mark.docs
 @pytest.mark.parametrize("study", ["main", "frozen"])
 def test_docs_quote_the_committed_figures(study):
     # prose wraps lines anywhere, so compare with runs of white space made one space

@@ -10,6 +10,8 @@ import pytest
 
 from metaprompt.config import Config
 
+pytestmark = pytest.mark.docs
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 TOP = ("metaprompt/", "episodes/", "configs/", "experiments/", "docs/", "tests/")
