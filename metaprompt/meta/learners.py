@@ -47,6 +47,10 @@ class InnerLoopSettings:
             raise ValueError(f"inner_lr must be > 0, got {self.inner_lr}")
 
 
+class NothingToLearn(ValueError):
+    """The classifier's learned groups hold no parameters."""
+
+
 class Adapted(dict):
     """Fast weights after the inner loop, with the task they were adapted on (and, for a
     multi-step loss, the weights after every inner step)."""
@@ -74,7 +78,7 @@ class Learner:
         self.params: Params = classifier.init_params()
         self.params.update(self.algorithm.extra_params(self.params))
         if not any(p.numel() for p in self.params.values()):
-            raise ValueError("nothing to meta-learn: the classifier's learned groups hold no parameters")
+            raise NothingToLearn("nothing to meta-learn: the classifier's learned groups hold no parameters")
         self.step = 0
         self.total_steps = total_steps
 
@@ -173,3 +177,7 @@ class Reptile(Learner):
                    if name in fast and p.requires_grad)
         self.step += 1
         return value + pull - pull.detach()
+
+
+#: The learner of each algorithm name of the CLI (``meta.algorithm``).
+LEARNERS: dict[str, type[Learner]] = {cls.algorithm_class.name: cls for cls in (MAML, FOMAML, MAMLpp, Reptile)}
