@@ -29,6 +29,7 @@ _EXPORTS = {
     "EvaluationResult": "metaprompt.evaluation",
     "save_init": "metaprompt.inits",
     "load_init": "metaprompt.inits",
+    "MetaTrainer": "metaprompt.run.trainer",
 }
 # sub-packages reachable as attributes (mp.prompts.SoftPrompt, ...)
 _PACKAGES = ("prompts", "verbalizers", "tuners")

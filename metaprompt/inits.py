@@ -32,8 +32,8 @@ class InitLoadError(UserError, ValueError):
 
 
 def _spec(obj) -> dict[str, Any] | None:
-    if obj is None:
-        return None
+    if obj is None or isinstance(obj, str):  # a tuner may be named
+        return obj
     cls = type(obj)
     if not dataclasses.is_dataclass(obj) or not cls.__module__.startswith("metaprompt."):
         raise TypeError(f"save_init: {cls.__name__} is not one of metaprompt's spec classes (a dataclass in the "
@@ -42,8 +42,8 @@ def _spec(obj) -> dict[str, Any] | None:
 
 
 def _from_spec(entry: Mapping[str, Any] | None, where: Path):
-    if entry is None:
-        return None
+    if entry is None or isinstance(entry, str):
+        return entry
     module, _, name = str(entry.get("class", "")).partition(":")
     if not module.startswith("metaprompt.") or not name.isidentifier():
         raise InitLoadError(f"{where}: spec class {entry.get('class')!r} is not in the metaprompt package")

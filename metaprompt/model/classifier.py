@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from metaprompt.model.backbone import Backbone
-from metaprompt.model.prompts import PromptEncoder
 from metaprompt.model.template import Batch, Template, TemplateEncoder, TemplateError, label_word_ids
-from metaprompt.model.verbalizers import Verbalizer
+from metaprompt.prompts import PromptEncoder
+from metaprompt.verbalizers import Verbalizer
 
 Params = dict[str, torch.Tensor]
 GROUPS = ("prompt", "verbalizer", "backbone")
@@ -75,7 +75,7 @@ class PromptClassifier:
                  length_buckets: int = 1):
         """``train_backbone``: False (frozen), True (every weight), or a predicate on the backbone's
         parameter names (PEFT methods: LoRA matrices, adapters, biases...). ``tuner``: a PEFT
-        method spec (``apply(backbone, seed)`` injects it and returns that predicate)."""
+        method of :mod:`metaprompt.tuners`, by name or settings (``LoraSettings(r=4)``)."""
         self.backbone = backbone
         self.encoder = backbone.encoder
         self.label_words: dict[int, list[str]] = {int(c): list(w) for c, w in (label_words or {}).items()}
@@ -258,14 +258,30 @@ class PromptClassifier:
 def _slot_count(prompt: PromptEncoder) -> int:
     """Soft tokens that go into the template's ``[P]`` slots (none for deep prompts, which sit
     in front of every layer)."""
-    return 0 if prompt.kind == "prefix" else prompt.cfg.length
+    return prompt.spec.shallow_length
 
 
 def _apply_tuner(tuner, backbone: Backbone, needs_vocab: bool, seed: int) -> Callable[[str], bool] | None:
-    """Inject a PEFT method into ``backbone``; the predicate of the tensors to adapt and meta-learn."""
-    from metaprompt.peft.base import used_names
+    """Inject a backbone-side PEFT method (a name of :data:`metaprompt.tuners.TUNERS`, or the
+    settings object of one, e.g. ``LoraSettings(r=4)``) into ``backbone``, seeded by ``seed``;
+    the predicate of the tensors to adapt and meta-learn (None: the method adapts no backbone tensor)."""
+    from metaprompt.tuners import TUNERS, used_names
 
-    predicate = tuner.apply(backbone, seed)
+    if isinstance(tuner, str):
+        method = TUNERS.get(tuner)
+        settings = method.settings()
+    else:
+        methods = [m for _, m in TUNERS.items() if type(tuner) is m.settings]
+        if len(methods) != 1:
+            raise TypeError(f"tuner: give a method's name ({', '.join(TUNERS.names())}) or the settings object of "
+                            f"one method, not a {type(tuner).__name__}")
+        method, settings = methods[0], tuner
+    if method.side != "backbone":
+        raise ValueError(f"tuner '{method.name}' is a prompt-side method: choose the prompt spec instead")
+    if getattr(backbone.encoder, "peft_method", None):
+        raise RuntimeError(f"this backbone already has {backbone.encoder.peft_method} injected; load a fresh one")
+    predicate = method.apply(backbone, settings, seed)
+    backbone.encoder.peft_method = method.name
     if predicate is None:
         return None
     used = used_names(backbone, needs_vocab)

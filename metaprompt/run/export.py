@@ -90,21 +90,15 @@ def _base_model_facts(name: str, model=None) -> dict[str, Any]:
 
 def _title(cfg: Config) -> str:
     """What was meta-learned, in words: 'soft prompt (embedding)', 'LoRA', 'LoRA + soft prompt'..."""
-    from metaprompt.model.prompts import shallow_length
-
     parts = []
-    method = cfg.peft.method
-    names = {"lora": "LoRA", "ia3": "(IA)³", "bitfit": "BitFit", "adapter": "Houlsby adapter",
-             "full": "full fine-tuning"}
-    if method in names:
-        parts.append(names[method])
+    method = _method(cfg)
+    if method is not None and method.title:
+        parts.append(method.title)
     elif not cfg.model.freeze_backbone:
         parts.append("full fine-tuning")
-    has_prompt = cfg.prompt.kind == "prefix" or shallow_length(cfg.prompt) > 0
-    if has_prompt:
-        label = {"embedding": "soft prompt", "ptuning": "P-tuning prompt", "prefix": "prefix (deep prompt)",
-                 "pool": "prompt pool"}[cfg.prompt.kind]
-        parts.append(label if "prompt" in cfg.meta.learn else f"{label}, fixed")
+    prompt = cfg.prompt.spec()
+    if prompt.has_prompt:
+        parts.append(prompt.title if "prompt" in cfg.meta.learn else f"{prompt.title}, fixed")
     what = " + ".join(parts) if parts else "verbalizer"
     return f"Meta-learned init: {what}, {cfg.verbalizer.kind} verbalizer"
 
@@ -274,22 +268,20 @@ def _verbalizer_facts(tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
 
 
 # -- peft ------------------------------------------------------------------------------------------
-_NO_PEFT = {
-    "pool": "prompt.kind=pool is instance-dependent: each example gets its own prompt, an attention of its "
-            "frozen [MASK] state over the learned keys, and peft's prompt methods hold one fixed prompt",
-    "adapter": "peft.method=adapter (Houlsby bottleneck adapters after attention and feed-forward) has no "
-               "peft equivalent (peft's bottleneck adapters are not Houlsby's); use the native files",
-}
+def _method(cfg: Config):
+    """The PEFT method of ``cfg`` (its record in ``metaprompt.tuners``), or None."""
+    from metaprompt.tuners import get_method
+
+    return None if cfg.peft.method == "none" else get_method(cfg.peft.method)
 
 
 def _backbone_kind(cfg: Config) -> str | None:
-    """'peft' (LoRA/IA3 adapter), 'weights' (a modified model: full, bitfit, unfrozen), 'adapter'
-    (Houlsby), or None (frozen backbone)."""
-    if cfg.peft.method in ("lora", "ia3"):
-        return "peft"
-    if cfg.peft.method == "adapter":
-        return "adapter"
-    if cfg.peft.method in ("full", "bitfit") or not cfg.model.freeze_backbone:
+    """How the backbone is exported: 'peft' (a peft adapter), 'weights' (a modified model: full,
+    bitfit, unfrozen), 'unavailable' (no peft equivalent), or None (frozen backbone)."""
+    method = _method(cfg)
+    if method is not None and method.export in ("peft", "unavailable"):
+        return method.export
+    if (method is not None and method.export == "weights") or not cfg.model.freeze_backbone:
         return "weights"
     return None
 
@@ -297,15 +289,15 @@ def _backbone_kind(cfg: Config) -> str | None:
 def _write_peft(out: Path, setup, tensors: dict[str, torch.Tensor], verify: bool) -> dict[str, Any]:
     """Write the peft files into ``out``; returns ``metaprompt.json["peft"]``."""
     from metaprompt.model.classifier import split_params
-    from metaprompt.model.prompts import shallow_length
 
     cfg = setup.cfg
     backbone_kind = _backbone_kind(cfg)
-    has_prompt = cfg.prompt.kind == "prefix" or shallow_length(cfg.prompt) > 0
-    if has_prompt and cfg.prompt.kind in _NO_PEFT:
-        return {"available": False, "reason": _NO_PEFT[cfg.prompt.kind]}
-    if backbone_kind == "adapter":
-        return {"available": False, "reason": _NO_PEFT["adapter"]}
+    prompt = cfg.prompt.spec()
+    has_prompt = prompt.has_prompt
+    if has_prompt and prompt.peft_export is None:
+        return {"available": False, "reason": prompt.no_peft_reason}
+    if backbone_kind == "unavailable":
+        return {"available": False, "reason": _method(cfg).no_peft_reason}
     groups = split_params(tensors)
     _save_verbalizer(out / VERBALIZER_FILE, groups["verbalizer"])
     usage: dict[str, Any] = {"available": True, "task_type": PEFT_TASK_TYPE, "auto_class": _auto_class(setup),
@@ -382,17 +374,9 @@ def _save_base_model(path: Path, setup, backbone: dict[str, torch.Tensor]) -> No
 
 
 def _backbone_peft_config(cfg: Config):
-    """The peft config metaprompt injected (metaprompt/peft/lora.py, ia3.py), as a task config."""
-    from peft import IA3Config, LoraConfig
-
-    p = cfg.peft
-    if p.method == "lora":
-        return LoraConfig(r=p.lora_r, lora_alpha=p.lora_alpha, lora_dropout=0.0,
-                          target_modules=list(p.lora_targets) or None, bias="none", task_type=PEFT_TASK_TYPE)
-    if p.ia3_targets:
-        return IA3Config(target_modules=list(p.ia3_targets), feedforward_modules=list(p.ia3_feedforward),
-                         task_type=PEFT_TASK_TYPE)
-    return IA3Config(task_type=PEFT_TASK_TYPE)
+    """The peft config metaprompt injected (``metaprompt.tuners``: each method's ``peft_config``), as a task config."""
+    method = _method(cfg)
+    return method.peft_config(method.settings.from_peft(cfg.peft), PEFT_TASK_TYPE)
 
 
 def _save_backbone_adapter(path: Path, setup, backbone: dict[str, torch.Tensor]) -> str:
@@ -434,22 +418,19 @@ def _input_embeddings(setup, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
 def _save_prompt_adapter(out: Path, setup, tensors: dict[str, torch.Tensor], usage) -> dict[str, Any]:
     from peft import PrefixTuningConfig, PromptTuningConfig
 
-    cfg = setup.cfg
     from metaprompt.model.classifier import split_params
 
+    spec = setup.cfg.prompt.spec()
     prompt_params = split_params(tensors)["prompt"]
     with torch.no_grad():
         computed = setup.classifier.prompt({k: v.float() for k, v in prompt_params.items()}, None)
-    if cfg.prompt.kind == "prefix":
+    if spec.peft_export == "prefix":
         prefix = computed.prefix  # [layers, 2, L, H] → peft's [L, layers·2·H] (layer-major, key before value)
         layers, _, length, hidden = prefix.shape
         flat = prefix.permute(2, 0, 1, 3).reshape(length, layers * 2 * hidden)
         config = PrefixTuningConfig(task_type=PEFT_TASK_TYPE, num_virtual_tokens=length, prefix_projection=False)
         info = {"prompt_peft_type": "PREFIX_TUNING", "num_virtual_tokens": length, "output_offset": 0,
-                "position_ids": _prefix_positions(setup, length),
-                "reparameterisation": ("the MLP of prompt.prefix_projection is folded: its output is exported "
-                                       "(peft stores the computed prefixes in either case)")
-                if cfg.prompt.prefix_projection else None}
+                "position_ids": _prefix_positions(setup, length), "reparameterisation": spec.folded}
         weight = flat
     else:
         prompt = computed.embeds  # [L, H]
@@ -458,9 +439,7 @@ def _save_prompt_adapter(out: Path, setup, tensors: dict[str, torch.Tensor], usa
         weight = torch.cat([table[torch.tensor(start, dtype=torch.long)], prompt.cpu()], dim=0)
         config = PromptTuningConfig(task_type=PEFT_TASK_TYPE, num_virtual_tokens=weight.shape[0])
         info = {"prompt_peft_type": "PROMPT_TUNING", "num_virtual_tokens": int(weight.shape[0]),
-                "output_offset": int(weight.shape[0]), "position_ids": None,
-                "reparameterisation": "the LSTM/MLP prompt encoder is folded: its output is exported"
-                if cfg.prompt.kind == "ptuning" else None}
+                "output_offset": int(weight.shape[0]), "position_ids": None, "reparameterisation": spec.folded}
     model = _peft_model(setup, config)
     table = compat.peft_prompt_table(model)
     if tuple(table.shape) != tuple(weight.shape):
@@ -715,24 +694,14 @@ def _peft_card(peft: dict[str, Any], meta: dict[str, Any]) -> list[str]:
 
 
 def _verbalizer_card(meta: dict[str, Any]) -> str:
+    from metaprompt.verbalizers import VERBALIZERS
+
     v = meta["verbalizer"]
-    kind = v["kind"]
     words = "`metaprompt.json` has the label words of every class (`label_words`) and their word-piece ids " \
             "(`label_word_ids`)."
-    if kind == "label_words":
-        return (f"Label words: a class's score is the mean MLM-head logit at [MASK] of the first word piece of "
-                f"each of its label words. {words}")
-    if kind == "soft":
-        extra = (" A learned linear map (`transform`, `bias` in `verbalizer.safetensors`) is applied to h first."
-                 if v.get("learned_transform") else "")
-        return ("Soft verbalizer: score_c = T · cos(h, e_c), where h is the [MASK] state, e_c starts at the mean "
-                "input embedding of class c's label words (each word: the mean of its word pieces' embeddings; "
-                f"then the mean over the words) and is tuned per task, and T = exp(`log_scale`) = "
-                f"{v.get('temperature', float('nan')):.6g} (meta-learned).{extra} {words}")
-    if kind in ("proto", "repverb", "hybrid"):
-        return (f"`{kind}`: class prototypes from the support examples' [MASK] states, temperature "
-                f"{v.get('temperature', float('nan')):.6g} (see docs/zoo.md for the formula). {words}")
-    return words
+    if v["kind"] not in VERBALIZERS:  # an export read by a version without this kind
+        return words
+    return f"{VERBALIZERS.get(v['kind']).card(v)} {words}"
 
 
 __all__ = ["EXPORT_FORMAT", "FORMATS", "ExportError", "build_peft_inputs", "export_run", "model_card"]

@@ -9,7 +9,6 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -20,11 +19,9 @@ from metaprompt.config import Config
 from metaprompt.errors import ConfigError
 from metaprompt.model.backbone import Backbone, load_backbone
 from metaprompt.model.classifier import PromptClassifier, Task
-from metaprompt.model.prompts import build_prompt_encoder, shallow_length
 from metaprompt.model.template import Template, TemplateEncoder, label_word_ids
-from metaprompt.model.verbalizers import build_verbalizer
-from metaprompt.peft import apply_peft
-from metaprompt.peft.base import used_names
+from metaprompt.tuners import apply_tuner
+from metaprompt.tuners.base import used_names
 
 log = logging.getLogger(__name__)
 
@@ -151,14 +148,15 @@ def build_setup(cfg: Config) -> Setup:
     if cfg.model.gradient_checkpointing:
         backbone.encoder.enable_checkpointing()
     # [P] slots hold the shallow prompt (none for deep prompts: prefix sits in every layer).
+    prompt_spec = cfg.prompt.spec()
     template = Template(cfg.prompt.template, cfg.model.max_length, cfg.data.max_text_tokens).bind(
-        backbone.tokenizer, shallow_length(cfg.prompt), backbone.max_positions)
+        backbone.tokenizer, prompt_spec.shallow_length, backbone.max_positions)
     words = label_word_ids(backbone.tokenizer, dataset.label_words)
-    prompt = build_prompt_encoder(cfg.prompt, backbone, words, dataset.splits.train)
-    verbalizer = build_verbalizer(cfg.verbalizer, backbone, words)
+    prompt = prompt_spec.bind(backbone, words, dataset.splits.train)
+    verbalizer = cfg.verbalizer.spec().bind(backbone, words)
     autocast = torch.bfloat16 if cfg.model.dtype == "bfloat16" else None
     # peft.method: inject LoRA/IA3/adapters in place; the predicate names the tensors to adapt.
-    trainable = apply_peft(cfg, backbone, needs_vocab=verbalizer.needs_vocab)
+    trainable = apply_tuner(backbone, cfg.peft.method, cfg.peft, cfg.seed, needs_vocab=verbalizer.needs_vocab)
     if trainable is None and not cfg.model.freeze_backbone:  # every weight that reaches the output
         trainable = used_names(backbone, verbalizer.needs_vocab).__contains__
     classifier = PromptClassifier(backbone, template, prompt, verbalizer, learn=cfg.meta.learn,
