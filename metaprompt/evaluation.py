@@ -18,30 +18,8 @@ from metaprompt.meta.algorithms import FOMAML
 from metaprompt.meta.engines import build_engine
 from metaprompt.meta.learners import InnerLoopSettings
 from metaprompt.model.classifier import PromptClassifier, Task
-from metaprompt.run.adaptation import adapt_and_score
+from metaprompt.run.adaptation import AdaptationSettings, adapt_and_score
 from metaprompt.run.stats import mean_ci95
-
-
-@dataclass
-class AdaptationSettings:
-    """How an init adapts at meta-test (the CLI's ``eval.*`` keys of the same names).
-
-    ``sgd``: the inner loop of training (``steps`` steps of SGD at ``lr``; learned per-step
-    rates in the init win); ``adamw``: the MetaPrompting paper's epochs of AdamW."""
-
-    adapt: str = "sgd"
-    steps: int | None = None
-    lr: float | None = None
-    batch_size: int = 128
-    adamw_epochs: int = 15
-    adamw_lr: float = 5e-5
-    adamw_backbone_lr: float = 1e-5
-    adamw_weight_decay: float = 0.1
-    adamw_batch_size: int = 16
-
-    def __post_init__(self) -> None:
-        if self.adapt not in ("sgd", "adamw"):
-            raise ValueError(f"adapt must be 'sgd' or 'adamw', got {self.adapt!r}")
 
 
 @dataclass

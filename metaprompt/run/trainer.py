@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from metaprompt.errors import UserError
 from metaprompt.meta.learners import Learner
 from metaprompt.model.classifier import Task
-from metaprompt.run.adaptation import adapt_and_score
+from metaprompt.run.adaptation import AdaptationSettings, adapt_and_score
 from metaprompt.run.callbacks import Callback, Checkpoints, MetricsFile
 from metaprompt.run.checkpoint import load_checkpoint
 from metaprompt.run.distributed import Group
@@ -101,8 +101,6 @@ class MetaTrainer:
                  patience: int = 0, optimizer: torch.optim.Optimizer | None = None, scheduler=None,
                  grad_clip: float = 1.0, on_nonfinite: str = "stop", adaptation=None,
                  callbacks: Sequence[Callback] | None = None, group: Group | None = None, progress: bool = False):
-        from metaprompt.evaluation import AdaptationSettings
-
         self.learner = learner
         self.tasks: TaskSource = data if hasattr(data, "train_task") else EpisodeTasks(
             data, learner.classifier, n_way, k_shot, n_query, seed, val_episodes, val_seed)
