@@ -98,7 +98,7 @@ class EpisodeData:
         labels take their names from ``label_names`` (a mapping, or a list indexed by id)."""
         labels = list(labels)
         if labels and all(isinstance(v, str) for v in labels):
-            order = list(dict.fromkeys(labels + [c for s in SPLITS for c in splits.get(s, ())]))
+            order = list(dict.fromkeys(labels))
             ids = {v: i for i, v in enumerate(order)}
             names = {i: v for v, i in ids.items()}
             if label_names is not None:
