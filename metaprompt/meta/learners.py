@@ -94,8 +94,11 @@ class Learner:
         return {k: v.detach().clone() for k, v in self.params.items()}
 
     def task(self, examples) -> Task:
-        """The model task of a support or query set (:class:`episodes.Examples`), or a :class:`Task`."""
-        return examples if isinstance(examples, Task) else self.classifier.task(examples.task)
+        """The model task of a support or query set (:class:`episodes.Examples`), of a whole
+        :class:`episodes.TextTask`, or a model :class:`Task` as it is."""
+        if isinstance(examples, Task):
+            return examples
+        return self.classifier.task(getattr(examples, "task", examples))
 
     # -- the user's loop ------------------------------------------------------------------------------
     def adapt(self, support, steps: int | None = None, lr: float | None = None) -> Adapted:
