@@ -102,7 +102,7 @@ def load_init(folder: str | Path, backbone: Backbone | None = None,
     try:
         facts = spec["backbone"]
         if backbone is None:
-            backbone = Backbone.from_pretrained(facts["name"])
+            backbone = Backbone.from_pretrained(facts["name"], trust_remote_code=False)
         here = backbone.facts()
         wrong = [k for k in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size") if here[k] != facts[k]]
         if wrong:

@@ -70,7 +70,7 @@ class EpisodeTasks:
     ``train`` classes (seed ``seed``), ``val_count`` fixed ones of the ``val`` classes."""
 
     def __init__(self, data, classifier, n_way: int, k_shot: int, n_query: int, seed: int = 0,
-                 val_count: int = 50, val_seed: int = 4321):
+                 val_count: int = 25, val_seed: int = 999):
         self.data, self.classifier = data, classifier
         self.sampler = data.sampler("train", n_way, k_shot, n_query, seed)
         self.val_count = val_count
@@ -92,13 +92,14 @@ class MetaTrainer:
     (:mod:`metaprompt.run.callbacks`) replace those files when given. ``episodes``:
     training episodes in all (``episodes / meta_batch`` outer steps); validation every
     ``val_every`` steps and at the end; ``patience``: stop after that many validations without
-    a new best (0: never). ``adaptation``: how validation adapts (``metaprompt.evaluation.
-    AdaptationSettings``). Default optimiser: Adam at lr 2e-3, constant."""
+    a new best (0: never). ``adaptation``: how validation adapts (:class:`~metaprompt.run.adaptation.
+    AdaptationSettings`). Default optimiser: Adam at lr 2e-3, constant. The defaults are the
+    CLI's (``train.*``, ``data.*``)."""
 
-    def __init__(self, learner: Learner, data, run_dir: str | Path | None = None, *, episodes: int = 1000,
+    def __init__(self, learner: Learner, data, run_dir: str | Path | None = None, *, episodes: int = 300,
                  meta_batch: int = 1, n_way: int = 5, k_shot: int = 1, n_query: int = 15, seed: int = 0,
-                 val_episodes: int = 50, val_seed: int = 4321, val_every: int = 100, checkpoint_every: int = 100,
-                 patience: int = 0, optimizer: torch.optim.Optimizer | None = None, scheduler=None,
+                 val_episodes: int = 25, val_seed: int = 999, val_every: int = 50, checkpoint_every: int = 25,
+                 patience: int = 5, optimizer: torch.optim.Optimizer | None = None, scheduler=None,
                  grad_clip: float = 1.0, on_nonfinite: str = "stop", adaptation=None,
                  callbacks: Sequence[Callback] | None = None, group: Group | None = None, progress: bool = False):
         self.learner = learner
@@ -142,8 +143,8 @@ class MetaTrainer:
             torch.set_rng_state(ckpt["rng"])
             self.state = TrainState(**ckpt["state"])
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
-            raise TrainingError(f"{path}: its parameters, optimiser, scheduler, RNG or trainer "
-                                f"state cannot be restored ({type(err).__name__}: {err}); the file is damaged") from None
+            raise TrainingError(f"{path}: its parameters, optimiser, scheduler, RNG or trainer state cannot be "
+                                f"restored ({type(err).__name__}: {err}); the file is damaged") from None
         self.saved_step = self.learner.step = self.state.step
         self.restored = True
         return self.state
