@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 
 from metaprompt import checks
-from metaprompt.verbalizers.base import (VERBALIZERS, Scaled, Verbalizer, apply_transform, class_means,
+from metaprompt.verbalizers.base import (VERBALIZERS, Prototypes, Verbalizer, apply_transform, class_means,
                                          scale_and_transform, support_states)
 
 DISTANCES = ("cosine", "euclidean")
@@ -41,7 +41,7 @@ class ProtoVerbalizer(Verbalizer):
 
 @VERBALIZERS.register("proto")
 @dataclass(frozen=True)
-class Proto(Scaled):
+class Proto(Prototypes):
     """Support prototypes; ``distance``: cosine | euclidean; ``scale``: initial temperature;
     ``learn_transform``: a learned linear map of the states (identity init)."""
 
@@ -54,8 +54,3 @@ class Proto(Scaled):
     def __post_init__(self) -> None:
         super().__post_init__()
         checks.choice(self.distance, "verbalizer.distance", DISTANCES)
-
-    @classmethod
-    def card(cls, facts):
-        return (f"`{cls.kind}`: class prototypes from the support examples' [MASK] states, temperature "
-                f"{facts.get('temperature', float('nan')):.6g} (see docs/zoo.md for the formula).")
