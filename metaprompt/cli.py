@@ -132,9 +132,9 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_load(args) -> int:
-    from metaprompt.load import load_init
+    from metaprompt.load import load_export
 
-    print(load_init(args.export_dir, model=args.model).describe())
+    print(load_export(args.export_dir, model=args.model).describe())
     return 0
 
 

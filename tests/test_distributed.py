@@ -117,6 +117,7 @@ def _assert_same_run(one, two):
             assert x["loss"] == pytest.approx(y["loss"], rel=1e-5) and x["accuracy"] == pytest.approx(y["accuracy"])
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_single_process_meta_gradient(tmp_path, tiny_data, tiny_models):
     sets = tiny_overrides(tiny_data, tiny_models("bert"), **{"meta.inner_steps": 2, "meta.meta_batch": META_BATCH,
                                                              "meta.first_order_fraction": 0.0})
@@ -145,6 +146,7 @@ def test_two_processes_give_the_single_process_meta_gradient(tmp_path, tiny_data
 
 
 # -- end to end: `metaprompt train --resume` under torchrun ---------------------------------------------
+@pytest.mark.slow
 def test_torchrun_resume_on_two_processes_matches_one_process(tmp_path, tiny_data, tiny_models):
     model = tiny_models("bert")
     sets = tiny_overrides(tiny_data, model, **{"meta.meta_batch": META_BATCH}) + TRAIN

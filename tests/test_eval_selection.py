@@ -15,6 +15,7 @@ def _trained_run(tmp_path, tiny_data, tiny_models, **extra):
     return run
 
 
+@pytest.mark.slow
 def test_each_init_adapts_with_the_step_that_wins_on_validation(tmp_path, tiny_data, tiny_models, monkeypatch):
     import metaprompt.run.evaluate as evaluation
 
@@ -45,6 +46,7 @@ def test_each_init_adapts_with_the_step_that_wins_on_validation(tmp_path, tiny_d
         [(0.002, True)] * 3 + [(0.05, True)] * 3 + [(0.05, False)] * 2
 
 
+@pytest.mark.slow
 def test_selection_runs_on_the_real_inner_loop(tmp_path, tiny_data, tiny_models):
     from metaprompt.run.evaluate import evaluate
 
@@ -69,6 +71,7 @@ def test_selection_refuses_settings_it_cannot_serve(tiny_data, tiny_models, extr
         Config.load(None, sets)
 
 
+@pytest.mark.slow
 def test_a_resumed_evaluation_keeps_the_chosen_step(tmp_path, tiny_data, tiny_models, monkeypatch):
     """Killed after the pretrained init's selection and one test episode, the evaluation goes on
     with the recorded step: no validation episode of that init is adapted again."""

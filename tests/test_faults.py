@@ -194,6 +194,7 @@ def _kill_at_random(argv: list[str], ckpt: Path, delay: float) -> None:
     proc.wait()
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_and_inside_checkpoint_writes(tmp_path, tiny_data, tiny_models):
     overrides = tiny_overrides(tiny_data, tiny_models("bert"), **{
         "threads": 1, "train.episodes": 40, "train.checkpoint_every": 1, "train.val_every": 8, "train.patience": 0})

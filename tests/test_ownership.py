@@ -76,6 +76,7 @@ def _copy(run: Path, to: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------ one writer at a time
+@pytest.mark.slow
 def test_a_running_train_owns_its_directory(tmp_path, tiny_data, tiny_models):
     """Two real `metaprompt train` processes on one --out: the second (and an eval, a resume) is
     refused naming the first's pid; once the first is killed, its lock does not block a resume."""

@@ -29,6 +29,7 @@ def _step_of(path):
         return -1
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_matches_uninterrupted_run(tmp_path, tiny_data, tiny_models):
     model = tiny_models("bert")
     sets = tiny_overrides(tiny_data, model, **{

@@ -366,7 +366,14 @@ GRID += [("embedding", "soft", False), ("ptuning", "proto", False), ("prefix", "
          ("pool", "hybrid", False)]
 
 
-@pytest.mark.parametrize("kind,verbalizer,frozen", GRID)
+# The cells that take longest (marked slow; make test-fast runs the others).
+SLOW_CELLS = {("ptuning", "soft", True), ("ptuning", "proto", True), ("ptuning", "repverb", True),
+              ("ptuning", "hybrid", True), ("embedding", "hybrid", True), ("prefix", "hybrid", True),
+              ("prefix", "label_words", True), ("pool", "hybrid", False), ("ptuning", "proto", False)}
+
+
+@pytest.mark.parametrize("kind,verbalizer,frozen", [pytest.param(*cell, marks=pytest.mark.slow) if cell in SLOW_CELLS
+                                                    else cell for cell in GRID])
 def test_train_eval_export(tmp_path, tiny_data, tiny_models, kind, verbalizer, frozen):
     algorithm = ALGORITHM.get((kind, verbalizer), "fomaml")
     engine = "higher" if (kind, verbalizer) in HIGHER and frozen else "torch_func"
