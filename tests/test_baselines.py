@@ -1,4 +1,4 @@
-"""Baselines on frozen mean-pooled embeddings: the classifiers, the label-word example, the embedder."""
+"""The practitioner baselines: the methods, the label-word example, the embedder, the registry."""
 from __future__ import annotations
 
 import pytest
@@ -6,8 +6,9 @@ import torch
 
 from episodes import Episode
 from metaprompt.model.backbone import load_backbone
-from metaprompt.run.frozen_baselines import (CLASSIFIERS, MeanPooledEmbedder, episode_accuracy, label_word_text,
-                                             score)
+from metaprompt.baselines import (BASELINES, Centroid, LinearProbe, MeanPooledEmbedder, episode_texts,
+                                  label_word_text, score)
+from metaprompt.registry import UnknownComponentError
 
 DIRECTIONS = torch.eye(4)[:3] * 3.0  # three classes, well apart
 
@@ -34,14 +35,20 @@ class FakeEmbedder:
 TEXTS = [f"c{c}-{i}" for c in range(3) for i in range(10)]
 EPISODE = Episode(classes=(0, 1, 2), support=(0, 10, 20), query=tuple(i for i in range(30) if i % 10))
 WORDS = {0: ["words", "0"], 1: ["words", "1"], 2: ["words", "2"]}
+EMBEDDING_METHODS = ("centroid", "linear_probe")
 
 
-@pytest.mark.parametrize("method", list(CLASSIFIERS))
+def episode_accuracy(method, embed, texts, episode, label_words=None, **settings):
+    accs, _ = score(BASELINES.get(method)(**settings), embed, texts, [episode], label_words)
+    return accs[0]
+
+
+@pytest.mark.parametrize("method", EMBEDDING_METHODS)
 def test_clean_embeddings_are_classified_perfectly(method):
     assert episode_accuracy(method, FakeEmbedder(0.1), TEXTS, EPISODE) == 1.0
 
 
-@pytest.mark.parametrize("method", list(CLASSIFIERS))
+@pytest.mark.parametrize("method", EMBEDDING_METHODS)
 def test_label_words_count_as_one_more_support_example(method):
     # each class's one support example lies on the next class's direction: alone it misleads every
     # query; with the label words as a second example of the right class, the centroid is between
@@ -52,16 +59,26 @@ def test_label_words_count_as_one_more_support_example(method):
     assert label_word_text(["a", "b"]) == "a b"
 
 
-def test_unknown_method_is_refused():
-    with pytest.raises(ValueError, match="not one of centroid, linear_probe"):
-        episode_accuracy("svm", FakeEmbedder(0.1), TEXTS, EPISODE)
+def test_unknown_method_is_refused_with_the_choices():
+    with pytest.raises(UnknownComponentError, match="centroid, linear_probe, setfit"):
+        BASELINES.get("svm")
+    with pytest.raises(ValueError, match="C must be > 0"):
+        LinearProbe(C=0.0)
+
+
+def test_episode_texts_append_one_label_word_text_per_class():
+    ep = episode_texts(TEXTS, EPISODE, WORDS)
+    assert ep.support == ["c0-0", "c1-0", "c2-0", "words 0", "words 1", "words 2"]
+    assert ep.labels == [0, 1, 2, 0, 1, 2] and ep.n_classes == 3
+    assert len(ep.query) == len(ep.query_labels) == 27
+    assert episode_texts(TEXTS, EPISODE).labels == [0, 1, 2]
 
 
 def test_linear_probe_regularisation_is_passed_through():
     strong = episode_accuracy("linear_probe", FakeEmbedder(1.5), TEXTS, EPISODE, C=1e-6)
     weak = episode_accuracy("linear_probe", FakeEmbedder(1.5), TEXTS, EPISODE, C=1e6)
     assert 0.0 <= strong <= 1.0 and 0.0 <= weak <= 1.0
-    accs, seconds = score("linear_probe", FakeEmbedder(0.1), TEXTS, [EPISODE, EPISODE], C=1.0)
+    accs, seconds = score(LinearProbe(C=1.0), FakeEmbedder(0.1), TEXTS, [EPISODE, EPISODE])
     assert accs == [1.0, 1.0] and seconds >= 0
 
 
@@ -81,3 +98,8 @@ def test_embedder_mean_pools_real_tokens_once_per_text(tiny_models):
     ids = tok(texts[3], truncation=True, max_length=8)["input_ids"]
     short = tok.decode(ids[1:-1])
     torch.testing.assert_close(out[3], MeanPooledEmbedder(backbone, max_length=8)([short])[0], atol=1e-5, rtol=1e-4)
+
+
+def test_centroid_is_a_training_free_spec():
+    assert Centroid().settings() == {} and Centroid.method == "centroid"
+    assert LinearProbe(C=10.0).settings() == {"C": 10.0, "max_iter": 1000}
