@@ -26,7 +26,7 @@ export WANDB_MODE ?= disabled
 export TOKENIZERS_PARALLELISM := false
 RUN ?= runs/demo
 
-.PHONY: venv demo test test-fast test-latest test-lowest lock clean-demo
+.PHONY: venv demo test test-fast check-results test-latest test-lowest lock clean-demo
 
 venv: $(STAMP)
 
@@ -53,13 +53,18 @@ demo: $(STAMP)
 	$(VENV)/bin/metaprompt eval $(RUN)
 	$(VENV)/bin/metaprompt export $(RUN) --out $(RUN)/export
 
-# The test suite on the locked versions (what .ci/run calls).
+# The test suite on the locked versions (what .ci/run calls), without the docs checks.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not docs"
 
-# The inner loop while developing: everything but the tests marked slow.
+# The inner loop while developing: everything but the tests marked slow (over ~10 s) and the docs checks.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow and not docs"
+
+# A step of its own (.ci/run runs it after `make test`): README.md and docs/ cite files of this
+# repository and quote the figures of the committed results (tests marked docs).
+check-results: $(STAMP)
+	$(PY) -m pytest -q -m docs
 
 # The suite on the newest versions pyproject.toml allows (torch still pinned), in a venv of its
 # own, resolved afresh each time; and on the lowest versions it states (its direct dependencies

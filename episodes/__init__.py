@@ -28,6 +28,7 @@ from .data import (
     resolve_data_dir,
 )
 from .download import BAO_DATA_URL, download_datasets
+from .episode_data import EpisodeData, Examples, TextTask
 from .sampler import Episode, EpisodeError, EpisodeSampler
 from .store import (
     EpisodeFile,
@@ -44,10 +45,13 @@ __all__ = [
     "ClassSplits",
     "DataError",
     "Episode",
+    "EpisodeData",
     "EpisodeError",
     "EpisodeFile",
     "EpisodeSampler",
+    "Examples",
     "Problem",
+    "TextTask",
     "TextDataset",
     "check_data_dir",
     "check_data_file",

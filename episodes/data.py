@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
+from metaprompt.registry import Registry
+
 from .errors import DataError, Problem
 from .jsonl import check_data_file, load_validated, read_jsonl
 from .paths import default_cache_dir, packaged_path, read_json_file, resolve_data_dir, search_dirs
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BUILTIN_DATASETS",
+    "DATASETS",
+    "BuiltinDataset",
     "ClassSplits",
     "DataError",
     "Problem",
@@ -46,7 +50,26 @@ __all__ = [
     "resolve_data_dir",
 ]
 
-BUILTIN_DATASETS = ("huffpost", "amazon", "reuters", "20news")
+@dataclass(frozen=True)
+class BuiltinDataset:
+    """A built-in data set: its name (``data.dataset``) and what it is. Its files are
+    :func:`data_file_names` in a data folder, its class splits a section of ``splits.json`` and its
+    label words a section of ``verbalizers.json`` (both packaged in ``episodes/resources``)."""
+
+    name: str
+    description: str
+
+
+#: Built-in data sets by name (``data.dataset``; ``custom`` is a data set of one's own, not registered).
+DATASETS: Registry[BuiltinDataset] = Registry("built-in data set")
+for _name, _description in (("huffpost", "HuffPost news headlines, 41 categories"),
+                            ("amazon", "Amazon product reviews, 24 product categories"),
+                            ("reuters", "Reuters-21578 news articles, 31 topics"),
+                            ("20news", "20 Newsgroups posts, 20 newsgroups")):
+    DATASETS.register(_name)(BuiltinDataset(_name, _description))
+
+#: The data sets of Bao et al.'s data.zip (``metaprompt data download``).
+BUILTIN_DATASETS = DATASETS.names()
 BAO_DATA_URL = "https://people.csail.mit.edu/yujia/files/distributional-signatures/data.zip"
 SPLITS_FILE = "splits.json"
 VERBALIZERS_FILE = "verbalizers.json"
@@ -155,12 +178,12 @@ def load_label_words(
 
 
 def _check_builtin(name: str) -> None:
-    if name in BUILTIN_DATASETS:
+    if name in DATASETS:
         return
-    close = difflib.get_close_matches(str(name).lower(), BUILTIN_DATASETS, n=1, cutoff=0.4)
+    close = difflib.get_close_matches(str(name).lower(), DATASETS.names(), n=1, cutoff=0.4)
     guess = f" Did you mean {close[0]!r}?" if close else ""
     raise DataError(
-        f"Unknown data set {name!r}.{guess} The built-in data sets are {', '.join(BUILTIN_DATASETS)}; "
+        f"Unknown data set {name!r}.{guess} The built-in data sets are {', '.join(DATASETS.names())}; "
         f"for your own data use a custom data set (a JSON-lines file plus a class-split file)."
     )
 

@@ -128,7 +128,7 @@ def estimate(cell: Cell, cells: dict[str, Cell], costs: dict, extra: list[str], 
 def cell_config(cell: Cell, cells: dict[str, Cell], extra=()):
     """The config a cell's evaluation runs with."""
     from metaprompt.config import Config
-    from metaprompt.peft import baseline_overrides
+    from metaprompt.tuners import baseline_overrides
 
     if cell.action in ("eval_from", "copy_from"):
         base = cells[cell.source]

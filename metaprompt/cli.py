@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                "two splits")
     _add_set(d)
 
-    from metaprompt.peft import cli as peft_cli  # light: no torch at parse time
+    from metaprompt.run import baseline as peft_cli  # light: no torch at parse time
 
     peft_cli.add_parser(sub)
 
@@ -138,9 +138,9 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_load(args) -> int:
-    from metaprompt.load import load_init
+    from metaprompt.load import load_export
 
-    print(load_init(args.export_dir, model=args.model).describe())
+    print(load_export(args.export_dir, model=args.model).describe())
     return 0
 
 
@@ -199,7 +199,7 @@ def _cmd_data(args) -> int:
 
 
 def _cmd_baseline(args) -> int:
-    from metaprompt.peft import cli as peft_cli
+    from metaprompt.run import baseline as peft_cli
 
     return peft_cli.run(args)
 

@@ -19,13 +19,11 @@ from typing import Any, Union
 import yaml
 
 from metaprompt.errors import ConfigError
-from metaprompt.prompts import INITS as PROMPT_INITS
-from metaprompt.prompts import PROMPTS, PromptSpec
-from metaprompt.verbalizers import DISTANCES, VERBALIZERS, VerbalizerSpec
 
-DATASETS = ("huffpost", "amazon", "reuters", "20news", "custom")
-ALGORITHMS = ("maml", "fomaml", "maml++", "reptile")
-ENGINES = ("torch_func", "higher")
+if typing.TYPE_CHECKING:
+    from metaprompt.prompts import PromptSpec
+    from metaprompt.verbalizers import VerbalizerSpec
+
 LEARNABLE_GROUPS = ("prompt", "verbalizer")
 ADAPT_MODES = ("sgd", "adamw")
 
@@ -77,7 +75,9 @@ class DataConfig:
     test_episodes_file: str | None = None  # fixed episode file scored by `eval` (else generated)
 
     def __post_init__(self) -> None:
-        _choice(self.dataset, "data.dataset", DATASETS)
+        from episodes.data import DATASETS
+
+        _choice(self.dataset, "data.dataset", (*DATASETS.names(), "custom"))
         if self.dataset == "custom":
             _check(bool(self.path) and bool(self.splits), "data.path",
                    "a custom data set needs both data.path (JSON lines) and data.splits (class-split JSON)")
@@ -131,8 +131,11 @@ class PromptConfig:
     prefix_projection: bool = False  # prefix: reparameterise the per-layer prefixes by an MLP
 
     def __post_init__(self) -> None:
+        # The component packages are imported on first use: `import metaprompt.config` stays light.
+        from metaprompt.prompts import INITS, PROMPTS
+
         _choice(self.kind, "prompt.kind", PROMPTS.names())
-        _choice(self.init, "prompt.init", PROMPT_INITS)
+        _choice(self.init, "prompt.init", INITS)
         _check(self.length >= 0, "prompt.length", f"must be ≥ 0, got {self.length}")
         kind = PROMPTS.get(self.kind)
         _check(self.template_id is None or self.template_id >= 0, "prompt.template_id",
@@ -150,8 +153,10 @@ class PromptConfig:
             _text(self.init_text, "prompt.init_text")
         self.spec()  # the kind's own checks
 
-    def spec(self) -> PromptSpec:
-        """The prompt kind's spec, built from this section (``prompt.kind`` picks it in :data:`PROMPTS`)."""
+    def spec(self) -> "PromptSpec":
+        """The prompt kind's spec, built from this section (``prompt.kind`` picks it in ``PROMPTS``)."""
+        from metaprompt.prompts import PROMPTS
+
         return PROMPTS.get(self.kind).from_settings(self)
 
 
@@ -165,6 +170,8 @@ class VerbalizerConfig:
     distance: str = "cosine"  # proto: cosine | euclidean
 
     def __post_init__(self) -> None:
+        from metaprompt.verbalizers import DISTANCES, VERBALIZERS
+
         _choice(self.kind, "verbalizer.kind", VERBALIZERS.names())
         _choice(self.distance, "verbalizer.distance", DISTANCES)
         _positive(self.scale, "verbalizer.scale")
@@ -173,8 +180,10 @@ class VerbalizerConfig:
         _text(self.label_words, "verbalizer.label_words")
         self.spec()  # the kind's own checks
 
-    def spec(self) -> VerbalizerSpec:
-        """The verbalizer kind's spec, built from this section (``verbalizer.kind`` picks it in :data:`VERBALIZERS`)."""
+    def spec(self) -> "VerbalizerSpec":
+        """The verbalizer kind's spec, built from this section (``verbalizer.kind`` picks it in ``VERBALIZERS``)."""
+        from metaprompt.verbalizers import VERBALIZERS
+
         return VERBALIZERS.get(self.kind).from_settings(self)
 
 
@@ -196,8 +205,11 @@ class MetaConfig:
     # init toward the adapted weights with the outer optimiser (pseudo-gradient θ − φ).
 
     def __post_init__(self) -> None:
-        _choice(self.algorithm, "meta.algorithm", ALGORITHMS)
-        _choice(self.engine, "meta.engine", ENGINES)
+        from metaprompt.meta.algorithms import ALGORITHMS
+        from metaprompt.meta.engines import ENGINES
+
+        _choice(self.algorithm, "meta.algorithm", ALGORITHMS.names())
+        _choice(self.engine, "meta.engine", ENGINES.names())
         _check(self.inner_steps >= 1, "meta.inner_steps", f"must be ≥ 1, got {self.inner_steps}")
         _positive(self.inner_lr, "meta.inner_lr")
         if self.inner_lr_backbone is not None:
@@ -286,16 +298,12 @@ class EvalConfig:
         _check(self.batch_size >= 1, "eval.batch_size", f"must be ≥ 1, got {self.batch_size}")
 
 
-PEFT_METHODS = ("none", "full", "lora", "ia3", "bitfit", "adapter", "prompt_tuning", "ptuning", "prefix",
-                "ptuning_v2")
-
-
 @dataclass
 class PeftConfig:
-    """Which parameter-efficient method is adapted and meta-learned (``metaprompt.peft``).
+    """Which parameter-efficient method is adapted and meta-learned (``metaprompt.tuners``).
 
     ``none``: the soft prompt and verbalizer only (MetaPrompting). Each method's settings are
-    validated by its own dataclass in ``metaprompt/peft/<method>.py``."""
+    validated by its own dataclass in ``metaprompt/tuners/<method>.py``."""
 
     method: str = "none"
     lora_r: int = 8
@@ -310,10 +318,10 @@ class PeftConfig:
     adapter_targets: list[str] = field(default_factory=list)  # module-name suffixes; empty: known per family
 
     def __post_init__(self) -> None:
-        _choice(self.method, "peft.method", PEFT_METHODS)
-        from metaprompt.peft import validate_settings  # each method validates its own settings
+        from metaprompt.tuners import TUNERS, validate_settings
 
-        validate_settings(self)
+        _choice(self.method, "peft.method", ("none", *TUNERS.names()))
+        validate_settings(self)  # each method validates its own settings
 
 
 @dataclass
@@ -349,6 +357,9 @@ class Config:
         if self.prompt.template_id is not None:
             self.prompt.template = _builtin_template(self.data.dataset, self.prompt.template_id)
         # Deep prompts enter every layer as a key/value cache that a recomputed layer would extend twice.
+        from metaprompt.prompts import PROMPTS
+        from metaprompt.verbalizers import VERBALIZERS
+
         shallow = ", ".join(name for name, kind in PROMPTS.items() if not kind.deep)
         _check(not (self.model.gradient_checkpointing and PROMPTS.get(self.prompt.kind).deep),
                "model.gradient_checkpointing",
@@ -370,9 +381,24 @@ class Config:
                    "no eval.lr (which sets every step) and no learned steps (maml++ with meta.learn_inner_lr=true)")
             _check(not (self.model.freeze_backbone and self.peft.method == "none"), "eval.select_backbone_lr",
                    "has nothing to choose: the backbone is frozen (model.freeze_backbone=true, peft.method=none)")
-        from metaprompt.peft import check_config  # the PEFT method against prompt and model settings
+        self._check_tuner()
 
-        check_config(self)
+    def _check_tuner(self) -> None:
+        """The PEFT method against the prompt and model settings."""
+        from metaprompt.tuners import get_method
+
+        if self.peft.method == "none":
+            return
+        method = get_method(self.peft.method)
+        _check(method.side != "backbone" or method.name == "full" or self.model.freeze_backbone,
+               "model.freeze_backbone", f"false trains every backbone weight, which peft.method={method.name} "
+               "replaces by its own; keep it true (or use peft.method=full)")
+        for key, value in method.prompt.items():
+            got = getattr(self.prompt, key)
+            _check(got == value, f"prompt.{key}", f"peft.method={method.name} needs prompt.{key}={value}, got "
+                   f"{got!r} (`metaprompt baseline --method {method.name}` sets it)")
+        _check(method.side != "prompt" or self.prompt.length >= 1, "prompt.length",
+               f"peft.method={method.name} is a soft prompt and needs prompt.length ≥ 1")
 
     # -- conversions -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Read an export back: ``metaprompt.load_init(DIR)`` and ``metaprompt load DIR``.
+"""Read an export back: ``load_export(DIR)`` and ``metaprompt load DIR``.
 
 Works on both export formats (``metaprompt export --format native|peft``): every export holds
 the native files (``init.safetensors`` + ``metaprompt.json``), and a peft export's extra files
@@ -7,7 +7,7 @@ truncated safetensors, bad JSON) or a mismatched one (another base model, anothe
 fails here with a message that names the file, not later inside a forward pass. Nothing is
 unpickled: safetensors and JSON only.
 
->>> init = load_init("exports/huffpost")                       # doctest: +SKIP
+>>> init = load_export("exports/huffpost")                     # doctest: +SKIP
 >>> setup = init.build_setup("data.dataset=custom", "data.path=my.jsonl", "data.splits=splits.json")
 >>> params = init.params(setup)    # the meta-learned init, ready for the inner loop or prompt tuning
 >>> logits = setup.classifier(params, batch, task)
@@ -155,7 +155,7 @@ class ExportedInit:
         return "\n".join(lines)
 
 
-def load_init(path: str | Path, model: str | None = None) -> ExportedInit:
+def load_export(path: str | Path, model: str | None = None) -> ExportedInit:
     """Read and check an export directory (native or peft format).
 
     ``model``: the base model you will use it with (hub id, directory or alias); its config is

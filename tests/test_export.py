@@ -215,7 +215,9 @@ def test_native_export_loads_back_with_identical_predictions(tmp_path, tiny_data
     out = tmp_path / "native"
     assert main(["export", str(run), "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "init.safetensors", "metaprompt.json"]
-    init = metaprompt.load_init(out)
+    from metaprompt.load import load_export
+
+    init = load_export(out)
     assert init.format == "native" and init.config.prompt.kind == "ptuning"
     assert all(torch.equal(init.tensors[k], params[k]) for k in params)
     fresh = init.build_setup()
@@ -226,6 +228,10 @@ def test_native_export_loads_back_with_identical_predictions(tmp_path, tiny_data
                        fresh.classifier.predict(loaded, task.query, task))
     with torch.no_grad():
         assert torch.equal(setup.classifier(params, task.query, task), fresh.classifier(loaded, task.query, task))
+    # metaprompt.load_init builds the same classifier and init from the export.
+    classifier, same = metaprompt.load_init(out)
+    assert all(torch.equal(same[k].cpu(), params[k].detach().cpu()) for k in params)
+    assert torch.equal(classifier.predict(same, task.query, task), setup.classifier.predict(params, task.query, task))
     # `metaprompt load` describes it; a second export into the same directory is refused.
     assert main(["load", str(out)]) == 0
     said = capsys.readouterr().out
@@ -255,11 +261,11 @@ def _edit_json(path, edit):
 
 
 def test_corrupted_and_mismatched_exports_give_clear_errors(tmp_path, tiny_data, tiny_models, capsys):
-    from metaprompt.load import LoadError, load_init
+    from metaprompt.load import LoadError, load_export
 
     run, _, _ = _fake_run(tmp_path, tiny_data, tiny_models("bert"), **DESIGNS["embedding"])
     good = export_run(run, tmp_path / "good", fmt="peft")
-    assert load_init(good).format == "peft"
+    assert load_export(good).format == "peft"
     assert main(["load", str(good)]) == 0
     assert "PROMPT_TUNING, exact" in capsys.readouterr().out
     cases = {
@@ -275,14 +281,14 @@ def test_corrupted_and_mismatched_exports_give_clear_errors(tmp_path, tiny_data,
     for name, (change, message) in cases.items():
         broken = _corrupt(tmp_path, good, name.replace(" ", "_"), change)
         with pytest.raises(LoadError, match=message):
-            load_init(broken)
+            load_export(broken)
         assert main(["load", str(broken)]) == 2, name
         assert message in capsys.readouterr().err, name
     # Another base model: a clear error before any forward pass.
     other = tiny_models("roberta")
     with pytest.raises(LoadError, match="does not fit"):
-        load_init(good, model=other)
+        load_export(good, model=other)
     assert main(["load", str(good), "--model", other]) == 2
     assert "vocab_size" in capsys.readouterr().err
     with pytest.raises(LoadError, match="does not fit"):
-        load_init(good).build_setup(f"model.name={other}")
+        load_export(good).build_setup(f"model.name={other}")

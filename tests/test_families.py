@@ -7,7 +7,7 @@ import torch
 
 from metaprompt.config import Config
 from metaprompt.model.backbone import ModelLoadError, load_backbone
-from metaprompt.model.template import Template, builtin_templates
+from metaprompt.model.template import TemplateEncoder, builtin_templates
 from metaprompt.run.evaluate import evaluate
 from metaprompt.run.setup import build_setup
 from metaprompt.run.train import train
@@ -32,7 +32,7 @@ def test_template_puts_mask_and_prompt_slots_in_place(tiny_models, family, index
     backbone = load_backbone(tiny_models(family))
     tok = backbone.tokenizer
     template_text = builtin_templates("huffpost")[index]
-    template = Template(template_text, tok, prompt_length=3, max_length=48, max_text_tokens=16)
+    template = TemplateEncoder(template_text, tok, prompt_length=3, max_length=48, max_text_tokens=16)
     (text_ids,) = template.tokenize_texts([TEXT])
     batch = template.batch([text_ids], [0])
     ids = batch.input_ids[0].tolist()
@@ -57,7 +57,7 @@ def test_template_puts_mask_and_prompt_slots_in_place(tiny_models, family, index
 @pytest.mark.parametrize("family", FAMILIES)
 def test_prompt_vectors_land_in_the_slots(tiny_models, family):
     backbone = load_backbone(tiny_models(family))
-    template = Template("{text} , [P] topic is [MASK] .", backbone.tokenizer, 2, 48, 16)
+    template = TemplateEncoder("{text} , [P] topic is [MASK] .", backbone.tokenizer, 2, 48, 16)
     batch = template.batch(template.tokenize_texts([TEXT, "rain storm"]), [0, 1])
     hidden = backbone.hidden_size
     prompt = torch.randn(2, hidden)

@@ -228,7 +228,7 @@ def test_nan_or_inf_in_a_run_file_is_refused_naming_file_and_tensor(run_copy, tm
 
 def test_nan_or_inf_in_an_export_is_refused_by_load_init_and_metaprompt_load(trained, tmp_path, capsys):
     from metaprompt.load import LoadError
-    from metaprompt.load import load_init as load_export
+    from metaprompt.load import load_export
 
     good = tmp_path / "export"
     assert main(["export", str(trained), "--out", str(good)]) == 0
@@ -374,7 +374,7 @@ def _paths(obj, prefix=()):
 
 def test_hand_edited_export_metadata_is_a_clear_error(trained, tmp_path, capsys):
     from metaprompt.load import LoadError
-    from metaprompt.load import load_init as load_export
+    from metaprompt.load import load_export
 
     good = tmp_path / "export"
     assert main(["export", str(trained), "--out", str(good), "--format", "peft"]) == 0

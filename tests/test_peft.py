@@ -13,7 +13,7 @@ from metaprompt.meta.algorithms import build_algorithm
 from metaprompt.meta.engines import build_engine
 from metaprompt.model.backbone import load_backbone
 from metaprompt.prompts import PROMPTS
-from metaprompt.peft import METHODS, baseline_overrides
+from metaprompt.tuners import TUNERS, baseline_overrides
 from metaprompt.run.adaptation import adapt_sgd
 from metaprompt.run.checkpoint import load_checkpoint, load_init
 from metaprompt.run.evaluate import evaluate
@@ -39,7 +39,7 @@ ENGINE = {"adapter": "higher"}
 
 
 def _skip_if_missing(method):
-    kind = METHODS[method].prompt.get("kind")
+    kind = TUNERS.get(method).prompt.get("kind")
     if kind is not None and kind not in PROMPTS:
         pytest.skip(f"prompt.kind={kind} is not implemented yet (prompt zoo, issue #4)")
 
@@ -65,7 +65,7 @@ def _changed(a, b, prefix):
     return [k for k in a if k.startswith(prefix) and not torch.equal(a[k].detach(), b[k].detach())]
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", list(TUNERS.names()))
 def test_method_trains_adapts_exports(method, tmp_path, tiny_data, tiny_models):
     _skip_if_missing(method)
     model_dir = tiny_models("bert")
@@ -80,7 +80,7 @@ def test_method_trains_adapts_exports(method, tmp_path, tiny_data, tiny_models):
     injected = {k.replace(".base_layer", ""): v for k, v in before.items()}
     assert all(torch.equal(pretrained[k], injected[k]) for k in pretrained)
     added = set(injected) - set(pretrained)
-    side = METHODS[method].side
+    side = TUNERS.get(method).side
 
     # Exactly the method's tensors are trainable (the pooler never reaches the [MASK] state).
     params = setup.classifier.init_params()
@@ -194,14 +194,14 @@ def test_config_errors():
 
 
 def test_baseline_configs_match_method_defaults():
-    for method in METHODS:
+    for method in TUNERS.names():
         path = ROOT / "configs" / "baselines" / f"{method}.yaml"
         data = yaml.safe_load(path.read_text())
         assert data["peft"]["method"] == method, path
-        for key, value in METHODS[method].defaults.items():
+        for key, value in TUNERS.get(method).defaults.items():
             section, name = key.split(".")
             assert data[section][name] == value, f"{path}: {key} is {data[section][name]!r}, the method says {value!r}"
-        if METHODS[method].prompt.get("kind", "embedding") in PROMPTS:
+        if TUNERS.get(method).prompt.get("kind", "embedding") in PROMPTS:
             Config.load(path)  # valid as it stands
 
 
@@ -228,7 +228,7 @@ def test_baseline_cli_pretrained_then_meta(tmp_path, tiny_data, tiny_models, cap
     assert [r["init"] for r in results["results"]] == ["pretrained"]
     # LoRA r=8 on query, value + the verbalizer's scale; the file's 2 prompt tokens gave way to prompt.length=0
     assert results["trainable_params"] == 2 * 2 * 8 * 64 + 1
-    assert results["config"]["meta"]["inner_lr"] == METHODS["lora"].defaults["meta.inner_lr"]
+    assert results["config"]["meta"]["inner_lr"] == TUNERS.get("lora").defaults["meta.inner_lr"]
     assert not (pre / "best.safetensors").exists()
 
     meta = tmp_path / "meta"

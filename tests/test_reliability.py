@@ -545,7 +545,7 @@ def _edit(key_path: str, value):
     (_edit("meta_train_classes", "0,1"), "field 'meta_train_classes': expected a list of integers"),
 ])
 def test_a_hand_edited_metaprompt_json_is_one_error(earlier_run, tmp_path, capsys, edit, message):
-    from metaprompt.load import LoadError, load_init
+    from metaprompt.load import LoadError, load_export
 
     run, _ = earlier_run
     export = tmp_path / "export"
@@ -555,7 +555,7 @@ def test_a_hand_edited_metaprompt_json_is_one_error(earlier_run, tmp_path, capsy
     (export / "metaprompt.json").write_text(json.dumps(meta))
     _expect_error(capsys, ["load", str(export)], str(export / "metaprompt.json"), message)
     with pytest.raises(LoadError, match="hand-edited"):
-        load_init(export)
+        load_export(export)
 
 
 def test_a_hand_edited_results_json_does_not_break_export(earlier_run, tmp_path, capsys):

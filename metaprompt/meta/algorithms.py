@@ -3,17 +3,23 @@
 :meth:`MetaAlgorithm.accumulate` adds one task's meta-gradient (scaled by ``weight``) to the
 ``.grad`` of the meta-parameters; the trainer averages a meta-batch of tasks and steps the
 outer optimiser. Each algorithm is written once, for every engine and parameter set.
+
+Algorithms are registered by name in :data:`ALGORITHMS` (``meta.algorithm``): a new one is a
+:class:`MetaAlgorithm` subclass decorated with ``@ALGORITHMS.register("name")``. They read
+their settings from ``settings``, any object with the attributes of the config's ``meta``
+section (``inner_steps``, ``inner_lr``, ...); nothing here imports the config layer.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from metaprompt.config import MetaConfig
 from metaprompt.meta.engines import InnerLoop
 from metaprompt.model.classifier import PromptClassifier, Task
 from metaprompt.model.template import Batch
+from metaprompt.registry import Registry
 
 Params = dict[str, torch.Tensor]
 LR_PREFIX = "inner_lr."  # learned per-step, per-group inner learning rates (MAML++ LSLR)
@@ -39,7 +45,8 @@ class MetaAlgorithm:
 
     name = ""
 
-    def __init__(self, cfg: MetaConfig, engine: InnerLoop, classifier: PromptClassifier):
+    def __init__(self, cfg: Any, engine: InnerLoop, classifier: PromptClassifier):
+        """``cfg``: the meta-learning settings (the config's ``meta`` section, or any object with its attributes)."""
         self.cfg = cfg
         self.engine = engine
         self.classifier = classifier
@@ -131,21 +138,26 @@ def _result(logits: torch.Tensor, labels: torch.Tensor) -> TaskResult:
     return TaskResult(loss, (logits.argmax(-1) == labels).float().mean())
 
 
+#: Meta-learning algorithms by name (``meta.algorithm``); ``name`` is set on each class.
+ALGORITHMS: Registry[type[MetaAlgorithm]] = Registry("meta-learning algorithm", attribute="name")
+
+
+@ALGORITHMS.register("maml")
 class MAML(MetaAlgorithm):
     """Second-order MAML (Finn et al. 2017)."""
 
-    name = "maml"
 
     def mode(self, step, total):
         return "second_order"
 
 
+@ALGORITHMS.register("fomaml")
 class FOMAML(MetaAlgorithm):
     """First-order MAML: the query gradient at the adapted weights is applied to the init."""
 
-    name = "fomaml"
 
 
+@ALGORITHMS.register("maml++")
 class MAMLPlusPlus(MetaAlgorithm):
     """MAML++ (Antoniou et al. 2019): the tricks that apply to transformers, each switchable.
 
@@ -157,7 +169,6 @@ class MAMLPlusPlus(MetaAlgorithm):
     - cosine annealing of the outer learning rate is ``train.schedule=cosine``.
     """
 
-    name = "maml++"
 
     def extra_params(self, params):
         if not self.cfg.learn_inner_lr:
@@ -183,6 +194,7 @@ class MAMLPlusPlus(MetaAlgorithm):
         return [early] * (steps - 1) + [1.0 - early * (steps - 1)]
 
 
+@ALGORITHMS.register("reptile")
 class Reptile(MetaAlgorithm):
     """Reptile (Nichol et al. 2018): SGD on the task, then move the init toward the result.
 
@@ -191,7 +203,6 @@ class Reptile(MetaAlgorithm):
     from the whole episode (support + query), seeded by the episode index.
     """
 
-    name = "reptile"
     batch_size = 16
 
     def accumulate(self, params, task, step, total, weight=1.0):
@@ -233,12 +244,6 @@ def _concat(a: Batch, b: Batch) -> Batch:
     )
 
 
-ALGORITHMS: dict[str, type[MetaAlgorithm]] = {
-    "maml": MAML, "fomaml": FOMAML, "maml++": MAMLPlusPlus, "reptile": Reptile,
-}
-
-
-def build_algorithm(cfg: MetaConfig, engine: InnerLoop, classifier: PromptClassifier) -> MetaAlgorithm:
-    if cfg.algorithm not in ALGORITHMS:
-        raise ValueError(f"meta.algorithm '{cfg.algorithm}' is unknown (available: {', '.join(ALGORITHMS)})")
-    return ALGORITHMS[cfg.algorithm](cfg, engine, classifier)
+def build_algorithm(cfg: Any, engine: InnerLoop, classifier: PromptClassifier) -> MetaAlgorithm:
+    """The algorithm ``cfg.algorithm`` (``cfg``: the ``meta`` settings) over ``engine``."""
+    return ALGORITHMS.get(cfg.algorithm)(cfg, engine, classifier)

@@ -30,6 +30,8 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
+from metaprompt.registry import Registry
+
 Params = dict[str, torch.Tensor]
 LossFn = Callable[[Params, int], torch.Tensor]  # (fast weights, inner step) -> loss
 LearningRates = Sequence[Mapping[str, "float | torch.Tensor"]]  # per step: parameter name -> lr
@@ -52,6 +54,9 @@ def attention_for(mode: str):
 
 
 class InnerLoop(ABC):
+    """An inner-loop engine; engines are registered by name in :data:`ENGINES` (``meta.engine``)
+    with ``@ENGINES.register("name")``, which also sets ``name``."""
+
     name = ""
 
     @abstractmethod
@@ -70,6 +75,11 @@ def _record(trajectory: list[Params], params: Params, keep_all: bool) -> None:
         trajectory[-1] = params
 
 
+#: Inner-loop engines by name (``meta.engine``).
+ENGINES: Registry[type[InnerLoop]] = Registry("inner-loop engine", attribute="name")
+
+
+@ENGINES.register("torch_func")
 class TorchFuncLoop(InnerLoop):
     """Stateless forward through ``torch.func.functional_call`` (in the classifier), inner
     gradients by ``torch.autograd.grad`` (with ``create_graph`` for second order).
@@ -80,7 +90,6 @@ class TorchFuncLoop(InnerLoop):
     under bf16 autocast; plain autograd has neither problem.
     """
 
-    name = "torch_func"
 
     def __init__(self, grad_transform: bool = False):
         self.grad_transform = grad_transform
@@ -119,10 +128,10 @@ def _sgd(value: torch.Tensor, grad: torch.Tensor, lr) -> torch.Tensor:
     return torch.add(value, grad, alpha=-lr)  # one fused op, one allocation
 
 
+@ENGINES.register("higher")
 class HigherLoop(InnerLoop):
     """``higher``'s ``DifferentiableSGD`` with one parameter group per tensor (per-tensor lrs)."""
 
-    name = "higher"
 
     def adapt(self, loss_fn, params, lrs, mode, keep_all=True):
         import higher  # optional at import time: only this engine needs it
@@ -185,10 +194,5 @@ class _LazyFirstOrderSGD:
 
 _FirstOrderSGD = _LazyFirstOrderSGD()
 
-ENGINES: dict[str, type[InnerLoop]] = {"torch_func": TorchFuncLoop, "higher": HigherLoop}
-
-
 def build_engine(name: str) -> InnerLoop:
-    if name not in ENGINES:
-        raise ValueError(f"meta.engine '{name}' is unknown (available: {', '.join(ENGINES)})")
-    return ENGINES[name]()
+    return ENGINES.get(name)()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -234,15 +233,40 @@ class MaskedEncoder(nn.Module):
                 "position_ids": positions}
 
 
-@dataclass
 class Backbone:
-    """A loaded backbone: the wrapped module, its tokenizer and what it can do."""
+    """A masked-LM backbone: the wrapped module (:class:`MaskedEncoder`), its tokenizer and what it can do.
 
-    encoder: MaskedEncoder
-    tokenizer: object
-    name: str
-    path: str
-    has_mlm_head: bool
+    ``Backbone(model, tokenizer)`` wraps a model you hold (frozen and put in eval mode here);
+    :meth:`from_pretrained` loads one by hub id, directory or offline alias (``minilm-offline``).
+
+    >>> backbone = Backbone.from_pretrained("minilm-offline")          # doctest: +SKIP
+    """
+
+    def __init__(self, model: nn.Module, tokenizer, name: str | None = None, path: str | None = None,
+                 has_mlm_head: bool | None = None):
+        if tokenizer.mask_token_id is None:
+            raise ModelLoadError(f"the tokenizer of '{name or type(model).__name__}' has no mask token; "
+                                 "a masked LM is needed")
+        if has_mlm_head is None:
+            has_mlm_head = compat.mlm_head(model) is not None
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self.encoder = MaskedEncoder(model, has_mlm_head)
+        self.encoder.probe_mask_format()
+        self.tokenizer = tokenizer
+        self.name = name or getattr(model.config, "name_or_path", None) or type(model).__name__
+        self.path = path or self.name
+        self.has_mlm_head = has_mlm_head
+
+    @classmethod
+    def from_pretrained(cls, name: str, mlm_head: str = "auto", trust_remote_code: bool = False,
+                        attn_implementation: str | None = None) -> "Backbone":
+        """The same as :func:`load_backbone`."""
+        return load_backbone(name, mlm_head, trust_remote_code, attn_implementation)
+
+    def __repr__(self) -> str:
+        return f"Backbone({self.name!r}, hidden_size={self.hidden_size}, mlm_head={self.has_mlm_head})"
 
     @property
     def config(self):
@@ -331,9 +355,4 @@ def load_backbone(
         raise ModelLoadError(f"the tokenizer of '{name}' has no mask token; a masked LM is needed")
     if use_head and compat.mlm_head(model) is None:
         raise ModelLoadError(f"model type '{config.model_type}' has an MLM head metaprompt does not know how to apply")
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    encoder = MaskedEncoder(model, use_head)
-    encoder.probe_mask_format()
-    return Backbone(encoder, tokenizer, name, path, use_head)
+    return Backbone(model, tokenizer, name, path, use_head)

@@ -8,15 +8,16 @@ learned). Nothing trainable is stored on the classifier.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
 from metaprompt.model.backbone import Backbone
-from metaprompt.model.template import Batch, Template
+from metaprompt.model.template import Batch, Template, TemplateEncoder, TemplateError, label_word_ids
 from metaprompt.prompts import PromptEncoder
 from metaprompt.verbalizers import Verbalizer
 
@@ -51,19 +52,47 @@ def prefixed(group: str, params: Params) -> Params:
 
 
 class PromptClassifier:
-    """Template + soft prompt + backbone + verbalizer, with parameters passed explicitly."""
+    """Template + soft prompt + backbone + verbalizer, with parameters passed explicitly.
 
-    def __init__(self, backbone: Backbone, template: Template, prompt: PromptEncoder, verbalizer: Verbalizer,
-                 learn: Iterable[str] = ("prompt", "verbalizer"),
+    ``prompt`` and ``verbalizer`` are specs (``metaprompt.prompts.SoftPrompt(...)``,
+    ``metaprompt.verbalizers.Soft()``: anything with ``bind(backbone, label_word_ids,
+    train_classes)``) or components already bound; ``template`` a :class:`Template`, its text,
+    or a bound :class:`TemplateEncoder`. Label words of classes come with the tasks
+    (:meth:`task`); ``label_words`` and ``train_classes`` give them up front (a prompt
+    initialised from the meta-training classes' label words needs them before any task).
+
+    >>> clf = PromptClassifier(backbone, Template("{text} . [P] topic is [MASK] ."),
+    ...                        prompts.SoftPrompt(length=8), verbalizers.Soft())      # doctest: +SKIP
+    >>> task = clf.task(text_task)                                                    # doctest: +SKIP
+    >>> logits = clf(clf.init_params(), task.query, task)                              # doctest: +SKIP
+    """
+
+    def __init__(self, backbone: Backbone, template: Template | TemplateEncoder | str, prompt, verbalizer,
+                 tuner=None, learn: Iterable[str] = ("prompt", "verbalizer"),
                  train_backbone: bool | Callable[[str], bool] = False, seed: int = 0,
-                 device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None):
+                 device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None,
+                 label_words: Mapping[int, Sequence[str]] | None = None, train_classes: Sequence[int] = (),
+                 length_buckets: int = 1):
         """``train_backbone``: False (frozen), True (every weight), or a predicate on the backbone's
-        parameter names (PEFT methods: LoRA matrices, adapters, biases...)."""
+        parameter names (PEFT methods: LoRA matrices, adapters, biases...). ``tuner``: a PEFT
+        method of :mod:`metaprompt.tuners`, by name or settings (``LoraSettings(r=4)``)."""
         self.backbone = backbone
         self.encoder = backbone.encoder
+        self.label_words: dict[int, list[str]] = {int(c): list(w) for c, w in (label_words or {}).items()}
+        self.train_classes = tuple(int(c) for c in train_classes)
+        self._prompt_spec = prompt if hasattr(prompt, "bind") else None
+        self._verbalizer_spec = verbalizer if hasattr(verbalizer, "bind") else None
+        self.prompt: PromptEncoder = self._bind(prompt)
+        self.verbalizer: Verbalizer = self._bind(verbalizer)
+        if isinstance(template, str):
+            template = Template(template)
+        if isinstance(template, Template):
+            template = template.bind(backbone.tokenizer, _slot_count(self.prompt), backbone.max_positions)
         self.template = template
-        self.prompt = prompt
-        self.verbalizer = verbalizer
+        self.length_buckets = length_buckets
+        self.tuner = tuner
+        if tuner is not None:
+            train_backbone = _apply_tuner(tuner, backbone, self.verbalizer.needs_vocab, seed) or train_backbone
         self.learn = tuple(g for g in ("prompt", "verbalizer") if g in set(learn))
         if isinstance(train_backbone, bool):
             self.backbone_trainable: Callable[[str], bool] | None = (lambda name: True) if train_backbone else None
@@ -79,6 +108,48 @@ class PromptClassifier:
         self._pretrained = self._fresh_init()
         # Groups that are not learned keep their initial values as constants.
         self.fixed: Params = {k: v for k, v in self._pretrained.items() if k.split(".")[0] not in self.learn}
+        self._tokens: dict[str, list[int]] = {}
+        self._tasks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def _bind(self, part):
+        if not hasattr(part, "bind"):
+            return part
+        return part.bind(self.backbone, label_word_ids(self.backbone.tokenizer, self.label_words), self.train_classes)
+
+    # -- tasks of texts -----------------------------------------------------------------------------
+    def task(self, text_task) -> Task:
+        """The model inputs of a task of texts (:class:`episodes.TextTask`): tokenised once per text,
+        on the classifier's device; the same object for the same task."""
+        cached = self._tasks.get(text_task)
+        if cached is not None:
+            return cached
+        self._learn_label_words(text_task.label_words)
+        support, query = (self.batch(side.texts, side.labels) for side in (text_task.support, text_task.query))
+        task = Task(tuple(int(c) for c in text_task.classes), support, query, text_task.index)
+        self._tasks[text_task] = task
+        return task
+
+    def batch(self, texts: Sequence[str], labels: Sequence[int] | None = None) -> Batch:
+        """Texts (and local labels) as a padded :class:`Batch` on the classifier's device."""
+        new = list(dict.fromkeys(t for t in texts if t not in self._tokens))
+        if new:
+            self._tokens.update(zip(new, self.template.tokenize_texts(new)))
+        empty = [t for t in texts if not self._tokens[t]]
+        if empty:
+            raise TemplateError(f"text {empty[0][:40]!r} tokenizes to nothing; remove it or give it words")
+        return self.template.batch([self._tokens[t] for t in texts], labels, self.length_buckets).to(self.device)
+
+    def _learn_label_words(self, label_words: Mapping[int, Sequence[str]]) -> None:
+        """Take in the label words of a task's classes (a verbalizer spec is bound again when they
+        are new: bound verbalizers hold per-class tables, never parameters)."""
+        changed = {int(c): list(w) for c, w in label_words.items() if self.label_words.get(int(c)) != list(w)}
+        if not changed:
+            return
+        if self._verbalizer_spec is None:
+            raise ValueError(f"classes {sorted(changed)[:5]} are new to this classifier's verbalizer, which was "
+                             "bound to other label words; build the classifier from a verbalizer spec")
+        self.label_words.update(changed)
+        self.verbalizer = self._bind(self._verbalizer_spec)
 
     # -- parameters -------------------------------------------------------------------------------
     def _fresh_init(self) -> Params:
@@ -182,3 +253,36 @@ class PromptClassifier:
             rows = torch.arange(start, min(start + batch_size, len(batch)))
             preds.append(self(params, batch.select(rows), task).argmax(-1))
         return torch.cat(preds)
+
+
+def _slot_count(prompt: PromptEncoder) -> int:
+    """Soft tokens that go into the template's ``[P]`` slots (none for deep prompts, which sit
+    in front of every layer)."""
+    return prompt.spec.shallow_length
+
+
+def _apply_tuner(tuner, backbone: Backbone, needs_vocab: bool, seed: int) -> Callable[[str], bool] | None:
+    """Inject a backbone-side PEFT method (a name of :data:`metaprompt.tuners.TUNERS`, or the
+    settings object of one, e.g. ``LoraSettings(r=4)``) into ``backbone``, seeded by ``seed``;
+    the predicate of the tensors to adapt and meta-learn (None: the method adapts no backbone tensor)."""
+    from metaprompt.tuners import TUNERS, used_names
+
+    if isinstance(tuner, str):
+        method = TUNERS.get(tuner)
+        settings = method.settings()
+    else:
+        methods = [m for _, m in TUNERS.items() if type(tuner) is m.settings]
+        if len(methods) != 1:
+            raise TypeError(f"tuner: give a method's name ({', '.join(TUNERS.names())}) or the settings object of "
+                            f"one method, not a {type(tuner).__name__}")
+        method, settings = methods[0], tuner
+    if method.side != "backbone":
+        raise ValueError(f"tuner '{method.name}' is a prompt-side method: choose the prompt spec instead")
+    if getattr(backbone.encoder, "peft_method", None):
+        raise RuntimeError(f"this backbone already has {backbone.encoder.peft_method} injected; load a fresh one")
+    predicate = method.apply(backbone, settings, seed)
+    backbone.encoder.peft_method = method.name
+    if predicate is None:
+        return None
+    used = used_names(backbone, needs_vocab)
+    return frozenset(n for n, _ in backbone.encoder.named_parameters() if n in used and predicate(n)).__contains__

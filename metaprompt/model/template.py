@@ -2,7 +2,7 @@
 
 ``{text}`` is the example, ``[P]`` marks soft-prompt slots (``prompt.length`` tokens shared
 out over the markers) and ``[MASK]`` is where the verbalizer reads the model. Texts are
-tokenised once per data set (:meth:`Template.tokenize_texts`); an episode only assembles
+tokenised once per data set (:meth:`TemplateEncoder.tokenize_texts`); an episode only assembles
 already tokenised pieces and pads them to the longest example of its batch.
 """
 from __future__ import annotations
@@ -81,8 +81,43 @@ def _special_tokens_around(tokenizer) -> tuple[list[int], list[int]]:
     raise TemplateError(f"cannot tell where {type(tokenizer).__name__} puts its special tokens")
 
 
+def _pieces(template: str) -> list[str]:
+    if not isinstance(template, str):
+        raise TemplateError(f"a template is a string with {{text}}, [MASK] and [P] markers, got {template!r}")
+    pieces = [p for p in _MARKERS.split(template) if p != ""]
+    if pieces.count("{text}") != 1 or pieces.count("[MASK]") != 1:
+        raise TemplateError(f"template needs exactly one {{text}} and one [MASK]: {template!r}")
+    return pieces
+
+
 class Template:
-    """A parsed template bound to a tokenizer, a prompt length and a length budget."""
+    """A prompt template, e.g. ``"{text} . [P] topic is [MASK] ."``, and its length budget.
+
+    ``max_length``: tokens of the whole input (template, prompt and text); ``max_text_tokens``:
+    word pieces kept per text. The text is checked here; :meth:`bind` ties it to a tokenizer and
+    a prompt length (the classifier does that)."""
+
+    def __init__(self, text: str, max_length: int = 128, max_text_tokens: int = 64):
+        _pieces(text)
+        if max_length < 8 or max_text_tokens < 1:
+            raise TemplateError(f"template budget: max_length must be ≥ 8 and max_text_tokens ≥ 1, got "
+                                f"{max_length} and {max_text_tokens}")
+        self.text = text
+        self.max_length = max_length
+        self.max_text_tokens = max_text_tokens
+
+    def __repr__(self) -> str:
+        return f"Template({self.text!r}, max_length={self.max_length}, max_text_tokens={self.max_text_tokens})"
+
+    def bind(self, tokenizer, prompt_length: int, max_positions: int | None = None) -> "TemplateEncoder":
+        """The template for ``tokenizer`` with ``prompt_length`` soft tokens in its ``[P]`` slots
+        (``max_positions``: the model's limit, when lower than ``max_length``)."""
+        max_length = self.max_length if max_positions is None else min(self.max_length, max_positions)
+        return TemplateEncoder(self.text, tokenizer, prompt_length, max_length, self.max_text_tokens)
+
+
+class TemplateEncoder:
+    """A template bound to a tokenizer, a prompt length and a length budget: texts to :class:`Batch` es."""
 
     def __init__(self, template: str, tokenizer, prompt_length: int, max_length: int, max_text_tokens: int):
         self.template = template
@@ -90,9 +125,7 @@ class Template:
         self.prompt_length = prompt_length
         self.max_length = max_length
         self.max_text_tokens = max_text_tokens
-        pieces = [p for p in _MARKERS.split(template) if p != ""]
-        if pieces.count("{text}") != 1 or pieces.count("[MASK]") != 1:
-            raise TemplateError(f"template needs exactly one {{text}} and one [MASK]: {template!r}")
+        pieces = _pieces(template)
         n_slots = pieces.count("[P]")
         if prompt_length > 0 and n_slots == 0:
             raise TemplateError(f"prompt length {prompt_length} but no [P] in template {template!r}")
@@ -204,6 +237,12 @@ class Template:
             labels=None if labels is None else torch.as_tensor(labels, dtype=torch.long),
             full=min(len(ids) for ids, _, _ in encoded) == width,
         )
+
+
+def label_word_ids(tokenizer, label_words: dict[int, list[str]]) -> dict[int, list[list[int]]]:
+    """Word-piece ids of every label word (with a leading space, as words follow a space)."""
+    return {int(c): [list(tokenizer.encode(" " + w, add_special_tokens=False)) for w in words]
+            for c, words in label_words.items()}
 
 
 def builtin_templates(dataset: str) -> list[str]:

@@ -8,22 +8,45 @@ several epochs of AdamW on the support set with warm-up and clipping (see
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-from metaprompt.config import EvalConfig
 from metaprompt.meta.algorithms import MetaAlgorithm, model_params
 from metaprompt.model.classifier import Task
 
 Params = dict[str, torch.Tensor]
 
 
-def adapt_sgd(algorithm: MetaAlgorithm, params: Params, task: Task, cfg: EvalConfig) -> Params:
+@dataclass
+class AdaptationSettings:
+    """How an init adapts at meta-test (the CLI's ``eval`` section has the same attributes and
+    is passed as it is).
+
+    ``sgd``: the inner loop of training (``steps`` steps of SGD at ``lr``; learned per-step
+    rates in the init win); ``adamw``: the MetaPrompting paper's epochs of AdamW."""
+
+    adapt: str = "sgd"
+    steps: int | None = None
+    lr: float | None = None
+    batch_size: int = 128
+    adamw_epochs: int = 15
+    adamw_lr: float = 5e-5
+    adamw_backbone_lr: float = 1e-5
+    adamw_weight_decay: float = 0.1
+    adamw_batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        if self.adapt not in ("sgd", "adamw"):
+            raise ValueError(f"adapt must be 'sgd' or 'adamw', got {self.adapt!r}")
+
+
+def adapt_sgd(algorithm: MetaAlgorithm, params: Params, task: Task, cfg: AdaptationSettings) -> Params:
     trajectory = algorithm.adapt(params, task, "detached", steps=cfg.steps, lr=cfg.lr)
     return trajectory[-1]
 
 
-def adapt_adamw(algorithm: MetaAlgorithm, params: Params, task: Task, cfg: EvalConfig) -> Params:
+def adapt_adamw(algorithm: MetaAlgorithm, params: Params, task: Task, cfg: AdaptationSettings) -> Params:
     classifier = algorithm.classifier
     with torch.no_grad():
         fast = {k: v.detach().clone() for k, v in classifier.task_params(model_params(params), task).items()}
@@ -55,7 +78,7 @@ def adapt_adamw(algorithm: MetaAlgorithm, params: Params, task: Task, cfg: EvalC
     return {k: v.detach() for k, v in fast.items()}
 
 
-def adapt_and_score(algorithm: MetaAlgorithm, params: Params, task: Task, cfg: EvalConfig) -> float:
+def adapt_and_score(algorithm: MetaAlgorithm, params: Params, task: Task, cfg: AdaptationSettings) -> float:
     """Query accuracy after adapting ``params`` on the support set of ``task``."""
     fast = adapt_sgd(algorithm, params, task, cfg) if cfg.adapt == "sgd" else adapt_adamw(algorithm, params, task, cfg)
     preds = algorithm.classifier.predict(fast, task.query, task, cfg.batch_size)

@@ -29,7 +29,7 @@ from metaprompt.errors import UserError
 from metaprompt.meta.algorithms import build_algorithm
 from metaprompt.meta.engines import build_engine
 from metaprompt.model.backbone import ARCHITECTURE_FACTS
-from metaprompt.peft import method_label
+from metaprompt.tuners import method_label
 from metaprompt.run.adaptation import adapt_and_score
 from metaprompt.run.checkpoint import load_init
 from metaprompt.run.eval_progress import EpisodeScores, eval_fingerprint

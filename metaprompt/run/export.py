@@ -91,11 +91,9 @@ def _base_model_facts(name: str, model=None) -> dict[str, Any]:
 def _title(cfg: Config) -> str:
     """What was meta-learned, in words: 'soft prompt (embedding)', 'LoRA', 'LoRA + soft prompt'..."""
     parts = []
-    method = cfg.peft.method
-    names = {"lora": "LoRA", "ia3": "(IA)³", "bitfit": "BitFit", "adapter": "Houlsby adapter",
-             "full": "full fine-tuning"}
-    if method in names:
-        parts.append(names[method])
+    method = _method(cfg)
+    if method is not None and method.title:
+        parts.append(method.title)
     elif not cfg.model.freeze_backbone:
         parts.append("full fine-tuning")
     prompt = cfg.prompt.spec()
@@ -270,20 +268,20 @@ def _verbalizer_facts(tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
 
 
 # -- peft ------------------------------------------------------------------------------------------
-_NO_PEFT = {
-    "adapter": "peft.method=adapter (Houlsby bottleneck adapters after attention and feed-forward) has no "
-               "peft equivalent (peft's bottleneck adapters are not Houlsby's); use the native files",
-}
+def _method(cfg: Config):
+    """The PEFT method of ``cfg`` (its record in ``metaprompt.tuners``), or None."""
+    from metaprompt.tuners import get_method
+
+    return None if cfg.peft.method == "none" else get_method(cfg.peft.method)
 
 
 def _backbone_kind(cfg: Config) -> str | None:
-    """'peft' (LoRA/IA3 adapter), 'weights' (a modified model: full, bitfit, unfrozen), 'adapter'
-    (Houlsby), or None (frozen backbone)."""
-    if cfg.peft.method in ("lora", "ia3"):
-        return "peft"
-    if cfg.peft.method == "adapter":
-        return "adapter"
-    if cfg.peft.method in ("full", "bitfit") or not cfg.model.freeze_backbone:
+    """How the backbone is exported: 'peft' (a peft adapter), 'weights' (a modified model: full,
+    bitfit, unfrozen), 'unavailable' (no peft equivalent), or None (frozen backbone)."""
+    method = _method(cfg)
+    if method is not None and method.export in ("peft", "unavailable"):
+        return method.export
+    if (method is not None and method.export == "weights") or not cfg.model.freeze_backbone:
         return "weights"
     return None
 
@@ -298,8 +296,8 @@ def _write_peft(out: Path, setup, tensors: dict[str, torch.Tensor], verify: bool
     has_prompt = prompt.has_prompt
     if has_prompt and prompt.peft_export is None:
         return {"available": False, "reason": prompt.no_peft_reason}
-    if backbone_kind == "adapter":
-        return {"available": False, "reason": _NO_PEFT["adapter"]}
+    if backbone_kind == "unavailable":
+        return {"available": False, "reason": _method(cfg).no_peft_reason}
     groups = split_params(tensors)
     _save_verbalizer(out / VERBALIZER_FILE, groups["verbalizer"])
     usage: dict[str, Any] = {"available": True, "task_type": PEFT_TASK_TYPE, "auto_class": _auto_class(setup),
@@ -376,17 +374,9 @@ def _save_base_model(path: Path, setup, backbone: dict[str, torch.Tensor]) -> No
 
 
 def _backbone_peft_config(cfg: Config):
-    """The peft config metaprompt injected (metaprompt/peft/lora.py, ia3.py), as a task config."""
-    from peft import IA3Config, LoraConfig
-
-    p = cfg.peft
-    if p.method == "lora":
-        return LoraConfig(r=p.lora_r, lora_alpha=p.lora_alpha, lora_dropout=0.0,
-                          target_modules=list(p.lora_targets) or None, bias="none", task_type=PEFT_TASK_TYPE)
-    if p.ia3_targets:
-        return IA3Config(target_modules=list(p.ia3_targets), feedforward_modules=list(p.ia3_feedforward),
-                         task_type=PEFT_TASK_TYPE)
-    return IA3Config(task_type=PEFT_TASK_TYPE)
+    """The peft config metaprompt injected (``metaprompt.tuners``: each method's ``peft_config``), as a task config."""
+    method = _method(cfg)
+    return method.peft_config(method.settings.from_peft(cfg.peft), PEFT_TASK_TYPE)
 
 
 def _save_backbone_adapter(path: Path, setup, backbone: dict[str, torch.Tensor]) -> str:

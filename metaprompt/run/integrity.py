@@ -85,7 +85,7 @@ def check_data_unchanged(setup: "Setup", run_dir: Path, allow: bool,
     import yaml
 
     from metaprompt.run.jsonio import read_json
-    from metaprompt.run.train import CONFIG_FILE, RUN_FILE
+    from metaprompt.run.rundir import CONFIG_FILE, RUN_FILE
 
     where = Path(run_dir) / RUN_FILE
     run_info = read_json(where, DataError, "run record") if where.is_file() else {}

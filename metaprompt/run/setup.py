@@ -19,9 +19,9 @@ from metaprompt.config import Config
 from metaprompt.errors import ConfigError
 from metaprompt.model.backbone import Backbone, load_backbone
 from metaprompt.model.classifier import PromptClassifier, Task
-from metaprompt.model.template import Template
-from metaprompt.peft import apply_peft
-from metaprompt.peft.base import used_names
+from metaprompt.model.template import Template, TemplateEncoder, label_word_ids
+from metaprompt.tuners import apply_tuner
+from metaprompt.tuners.base import used_names
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +58,7 @@ def load_data(cfg: Config) -> TextDataset:
     return load_dataset(cfg.data.dataset, cfg.data.dir, cfg.verbalizer.label_words)
 
 
-def label_word_ids(tokenizer, label_words: dict[int, list[str]]) -> dict[int, list[list[int]]]:
-    """Word-piece ids of every label word (with a leading space, as words follow a space)."""
-    return {int(c): [list(tokenizer.encode(" " + w, add_special_tokens=False)) for w in words]
-            for c, words in label_words.items()}
-
-
-def tokenize_dataset(dataset: TextDataset, template: Template, cache: bool = True) -> list[list[int]]:
+def tokenize_dataset(dataset: TextDataset, template: TemplateEncoder, cache: bool = True) -> list[list[int]]:
     """Token ids of every text of the data set, computed once and cached on disk.
 
     The cache key covers the data file, the tokenizer and the template's text budget, so a
@@ -118,7 +112,7 @@ class Setup:
     dataset: TextDataset
     tokens: list[list[int]]
     backbone: Backbone
-    template: Template
+    template: TemplateEncoder
     classifier: PromptClassifier
     device: torch.device
 
@@ -153,17 +147,16 @@ def build_setup(cfg: Config) -> Setup:
                              trust_remote_code=cfg.model.trust_remote_code)
     if cfg.model.gradient_checkpointing:
         backbone.encoder.enable_checkpointing()
-    max_length = min(cfg.model.max_length, backbone.max_positions)
     # [P] slots hold the shallow prompt (none for deep prompts: prefix sits in every layer).
     prompt_spec = cfg.prompt.spec()
-    template = Template(cfg.prompt.template, backbone.tokenizer, prompt_spec.shallow_length, max_length,
-                        cfg.data.max_text_tokens)
+    template = Template(cfg.prompt.template, cfg.model.max_length, cfg.data.max_text_tokens).bind(
+        backbone.tokenizer, prompt_spec.shallow_length, backbone.max_positions)
     words = label_word_ids(backbone.tokenizer, dataset.label_words)
     prompt = prompt_spec.bind(backbone, words, dataset.splits.train)
     verbalizer = cfg.verbalizer.spec().bind(backbone, words)
     autocast = torch.bfloat16 if cfg.model.dtype == "bfloat16" else None
     # peft.method: inject LoRA/IA3/adapters in place; the predicate names the tensors to adapt.
-    trainable = apply_peft(cfg, backbone, needs_vocab=verbalizer.needs_vocab)
+    trainable = apply_tuner(backbone, cfg.peft.method, cfg.peft, cfg.seed, needs_vocab=verbalizer.needs_vocab)
     if trainable is None and not cfg.model.freeze_backbone:  # every weight that reaches the output
         trainable = used_names(backbone, verbalizer.needs_vocab).__contains__
     classifier = PromptClassifier(backbone, template, prompt, verbalizer, learn=cfg.meta.learn,

@@ -5,11 +5,11 @@ Maps onto the ``ptuning`` prompt encoder (``metaprompt/model/prompts.py``); its 
 """
 from __future__ import annotations
 
-from metaprompt.peft.base import Method, NoSettings
-from metaprompt.peft.prompt_tuning import apply
+from metaprompt.tuners.base import Method, NoSettings, register
+from metaprompt.tuners.prompt_tuning import apply
 
-METHOD = Method(
+METHOD = register(Method(
     name="ptuning", side="prompt", summary="soft tokens from a prompt-encoder network",
     settings=NoSettings, apply=apply, prompt={"kind": "ptuning"},
     defaults={"prompt.kind": "ptuning", "meta.inner_lr": 1e-1},
-)
+))

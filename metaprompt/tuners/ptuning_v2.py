@@ -5,11 +5,11 @@ reparameterisation of prefix tuning (``prompt.prefix_projection=false``).
 """
 from __future__ import annotations
 
-from metaprompt.peft.base import Method, NoSettings
-from metaprompt.peft.prompt_tuning import apply
+from metaprompt.tuners.base import Method, NoSettings, register
+from metaprompt.tuners.prompt_tuning import apply
 
-METHOD = Method(
+METHOD = register(Method(
     name="ptuning_v2", side="prompt", summary="deep key/value prefixes, learned directly",
     settings=NoSettings, apply=apply, prompt={"kind": "prefix", "prefix_projection": False},
     defaults={"prompt.kind": "prefix", "prompt.prefix_projection": False, "meta.inner_lr": 3e-1},
-)
+))

@@ -21,8 +21,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from metaprompt.config import ConfigError, PeftConfig
-from metaprompt.peft.base import Method, check, check_names, freeze, seeded
+from metaprompt.checks import check
+from metaprompt.checks import names as check_names
+from metaprompt.errors import ConfigError
+from metaprompt.tuners.base import Method, freeze, register, seeded
 
 ACTIVATIONS = ("relu", "gelu", "tanh", "swish")
 #: Target suffixes per model family: attention output projection, feed-forward output projection.
@@ -48,7 +50,7 @@ class AdapterSettings:
         check_names(self.targets, "peft.adapter_targets")
 
     @classmethod
-    def from_peft(cls, cfg: PeftConfig) -> "AdapterSettings":
+    def from_peft(cls, cfg) -> "AdapterSettings":
         return cls(size=cfg.adapter_size, activation=cfg.adapter_activation, init_std=cfg.adapter_init_std,
                    targets=list(cfg.adapter_targets))
 
@@ -57,7 +59,7 @@ def target_modules(model, suffixes: list[str]) -> list[str]:
     """Names of the linear layers inside numbered layers whose name ends with a suffix."""
     from torch import nn
 
-    from metaprompt.peft.houlsby import AdaptedLinear
+    from metaprompt.tuners.houlsby import AdaptedLinear
 
     pattern = re.compile(r"\.\d+\.(?:" + "|".join(re.escape(s) for s in suffixes) + r")$")
     return [name for name, module in model.named_modules()
@@ -77,7 +79,7 @@ def apply(backbone, settings: AdapterSettings, seed: int):
                           f"inside a numbered layer ends with {suffixes}")
     import torch
 
-    from metaprompt.peft.houlsby import AdaptedLinear, BottleneckAdapter
+    from metaprompt.tuners.houlsby import AdaptedLinear, BottleneckAdapter
 
     generator = torch.Generator().manual_seed(seed)
     with seeded(seed):  # nn.Linear draws a throw-away init from the global RNG
@@ -92,8 +94,10 @@ def apply(backbone, settings: AdapterSettings, seed: int):
     return lambda name: ".adapter." in name
 
 
-METHOD = Method(
+METHOD = register(Method(
     name="adapter", side="backbone", summary="Houlsby bottleneck adapters after attention and feed-forward",
-    settings=AdapterSettings, apply=apply,
+    settings=AdapterSettings, apply=apply, title="Houlsby adapter", export="unavailable",
+    no_peft_reason="peft.method=adapter (Houlsby bottleneck adapters after attention and feed-forward) has no "
+                   "peft equivalent (peft's bottleneck adapters are not Houlsby's); use the native files",
     defaults={"prompt.length": 0, "meta.inner_lr": 3e-1, "train.backbone_lr": 1e-3, "eval.adamw_backbone_lr": 1e-3},
-)
+))

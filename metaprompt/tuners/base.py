@@ -1,5 +1,9 @@
 """What every PEFT method shares: its registry record, seeded injection, the used-weights filter.
 
+A method is one module of this package that ends with ``METHOD = register(Method(...))``; the
+package imports every module, so adding a method is adding a file. Its settings dataclass is
+built from the config's ``peft`` section by ``from_peft`` (any object with the attributes).
+
 A *backbone-side* method changes the backbone module in place (or not at all) and returns a
 predicate on the backbone's parameter names: the tensors it adapts and meta-learns. The
 classifier passes exactly those tensors through ``torch.func.functional_call``; every other
@@ -12,7 +16,7 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from metaprompt.config import ConfigError, PeftConfig
+from metaprompt.registry import Registry
 
 if TYPE_CHECKING:
     from metaprompt.model.backbone import Backbone
@@ -30,6 +34,8 @@ class Method:
     tensors, or None for a prompt-side method. ``prompt``: the prompt settings a prompt-side
     method requires (``{"kind": "prefix", ...}``). ``defaults``: the dotted config values of
     its baseline (``configs/baselines/<name>.yaml`` holds the same values, with the reasons).
+    ``title``, ``export``, ``peft_config``, ``no_peft_reason``: how ``metaprompt export`` writes
+    and describes it (see :mod:`metaprompt.run.export`).
     """
 
     name: str
@@ -39,6 +45,11 @@ class Method:
     apply: Callable[["Backbone", Any, int], Predicate | None]
     defaults: dict[str, Any] = field(default_factory=dict)
     prompt: dict[str, Any] = field(default_factory=dict)
+    # -- what export and the model card need --------------------------------------------------
+    title: str | None = None  # the card's name of a backbone-side method ("LoRA"); None: prompt-side
+    export: str = "prompt"  # peft: a peft adapter (peft_config) | weights: a whole model | unavailable | prompt
+    peft_config: Callable[..., Any] | None = None  # (settings, task_type) -> peft's config, for export="peft"
+    no_peft_reason: str = ""  # export="unavailable": why there is no peft equivalent
 
 
 @dataclass
@@ -46,19 +57,8 @@ class NoSettings:
     """A method without hyper-parameters of its own."""
 
     @classmethod
-    def from_peft(cls, cfg: PeftConfig) -> "NoSettings":
+    def from_peft(cls, cfg) -> "NoSettings":
         return cls()
-
-
-def check(cond: bool, key: str, message: str) -> None:
-    if not cond:
-        raise ConfigError(f"config key '{key}': {message}")
-
-
-def check_names(names: list[str], key: str) -> None:
-    for name in names:
-        check(isinstance(name, str) and bool(name.strip()) and not name.startswith("."), key,
-              f"module-name suffixes must be non-empty names like 'query' or 'output.dense', got {name!r}")
 
 
 @contextlib.contextmanager
@@ -87,3 +87,12 @@ def used_names(backbone: "Backbone", needs_vocab: bool) -> set[str]:
     base = {id(p) for n, p in backbone.encoder.encoder.named_parameters() if not n.startswith("pooler.")}
     return {n for n, p in backbone.encoder.named_parameters()
             if (id(p) in base) or (needs_vocab and ".pooler." not in n)}
+
+
+#: PEFT methods by name (``peft.method``; ``none`` is no method and is not registered).
+TUNERS: Registry[Method] = Registry("PEFT method")
+
+
+def register(method: Method) -> Method:
+    """Register ``method`` under its name (the last line of a method's module)."""
+    return TUNERS.register(method.name)(method)

@@ -24,69 +24,55 @@ The verbalizer (``verbalizer.*``) is the same for all methods, and is adapted wi
 Select a method with ``peft.method`` (``metaprompt train/eval/export`` honour it), or run
 ``metaprompt baseline --method NAME``, which also applies the method's defaults
 (:attr:`Method.defaults`, mirrored in ``configs/baselines/<method>.yaml``).
+
+Each method is one module of this package, registered in :data:`TUNERS` (see
+:mod:`metaprompt.tuners.base`); the package imports them all, so a new method is a new file.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from metaprompt.config import ConfigError
-from metaprompt.peft import adapter, bitfit, full, ia3, lora, prefix, prompt_tuning, ptuning, ptuning_v2
-from metaprompt.peft.base import Method, Predicate, used_names
+from metaprompt.errors import ConfigError
+from metaprompt.registry import import_members
+from metaprompt.tuners.base import TUNERS, Method, Predicate, used_names
 
 if TYPE_CHECKING:
-    from metaprompt.config import Config, PeftConfig
     from metaprompt.model.backbone import Backbone
 
-METHODS: dict[str, Method] = {m.METHOD.name: m.METHOD for m in (
-    full, lora, ia3, bitfit, adapter, prompt_tuning, ptuning, prefix, ptuning_v2)}
+import_members(__name__, __path__, first=("base", "full", "lora", "ia3", "bitfit", "adapter", "prompt_tuning",
+                                          "ptuning", "prefix", "ptuning_v2"))
 
-__all__ = ["METHODS", "Method", "apply_peft", "baseline_overrides", "check_config", "get_method",
-           "method_label", "validate_settings"]
+__all__ = ["TUNERS", "Method", "Predicate", "apply_tuner", "baseline_overrides", "get_method", "method_label",
+           "validate_settings"]
 
 
 def get_method(name: str) -> Method:
-    if name not in METHODS:
-        raise ConfigError(f"unknown PEFT method {name!r}; choose one of {', '.join(METHODS)}")
-    return METHODS[name]
+    if name not in TUNERS:
+        raise ConfigError(str(TUNERS.unknown(name)))
+    return TUNERS.get(name)
 
 
-def validate_settings(cfg: "PeftConfig") -> None:
-    """Build (and so validate) every method's settings from the ``peft`` section."""
-    for method in METHODS.values():
-        method.settings.from_peft(cfg)
+def validate_settings(section: Any) -> None:
+    """Build (and so validate) every method's settings from a ``peft`` section (any object with
+    the attributes the settings read)."""
+    for _, method in TUNERS.items():
+        method.settings.from_peft(section)
 
 
-def check_config(cfg: "Config") -> None:
-    """The chosen method against the rest of the config (called by ``Config`` itself)."""
-    if cfg.peft.method == "none":
-        return
-    method = get_method(cfg.peft.method)
-    if method.side == "backbone" and method.name != "full" and not cfg.model.freeze_backbone:
-        raise ConfigError(f"config key 'model.freeze_backbone': false trains every backbone weight, which "
-                          f"peft.method={method.name} replaces by its own; keep it true (or use peft.method=full)")
-    for key, value in method.prompt.items():
-        got = getattr(cfg.prompt, key)
-        if got != value:
-            raise ConfigError(f"config key 'prompt.{key}': peft.method={method.name} needs prompt.{key}={value}, "
-                              f"got {got!r} (`metaprompt baseline --method {method.name}` sets it)")
-    if method.side == "prompt" and cfg.prompt.length < 1:
-        raise ConfigError(f"config key 'prompt.length': peft.method={method.name} is a soft prompt and needs "
-                          f"prompt.length ≥ 1")
-
-
-def apply_peft(cfg: "Config", backbone: "Backbone", needs_vocab: bool) -> Predicate | None:
-    """Inject the configured method into ``backbone`` (in place, seeded by ``cfg.seed``).
+def apply_tuner(backbone: "Backbone", method_name: str, section: Any, seed: int, needs_vocab: bool) -> Predicate | None:
+    """Inject method ``method_name`` (``none``: nothing) into ``backbone``, in place, seeded by
+    ``seed``, with its settings read from ``section`` (the config's ``peft`` section).
 
     Returns the predicate of the backbone tensors to adapt and meta-learn, narrowed to those
     that reach the classifier's output, or None when the method trains no backbone tensor
     (``none`` and the prompt-side methods; ``model.freeze_backbone`` then decides)."""
-    if cfg.peft.method == "none":
+    if method_name == "none":
         return None
-    method = get_method(cfg.peft.method)
+    method = get_method(method_name)
     encoder = backbone.encoder
     if getattr(encoder, "peft_method", None):
         raise RuntimeError(f"this backbone already has {encoder.peft_method} injected; load a fresh one")
-    predicate = method.apply(backbone, method.settings.from_peft(cfg.peft), cfg.seed)
+    predicate = method.apply(backbone, method.settings.from_peft(section), seed)
     encoder.peft_method = method.name
     if predicate is None:
         return None
@@ -97,8 +83,9 @@ def apply_peft(cfg: "Config", backbone: "Backbone", needs_vocab: bool) -> Predic
     return names.__contains__
 
 
-def method_label(cfg: "Config") -> str:
-    """The method's name in results: the PEFT method, or ``metaprompting`` for the soft prompt alone."""
+def method_label(cfg: Any) -> str:
+    """The method's name in results: the PEFT method (``cfg.peft.method``), or ``metaprompting``
+    for the soft prompt alone."""
     return "metaprompting" if cfg.peft.method == "none" else cfg.peft.method
 
 

@@ -5,11 +5,11 @@ reparameterisation on (``prompt.prefix_projection=true``, hidden size ``prompt.h
 """
 from __future__ import annotations
 
-from metaprompt.peft.base import Method, NoSettings
-from metaprompt.peft.prompt_tuning import apply
+from metaprompt.tuners.base import Method, NoSettings, register
+from metaprompt.tuners.prompt_tuning import apply
 
-METHOD = Method(
+METHOD = register(Method(
     name="prefix", side="prompt", summary="deep key/value prefixes, MLP-reparameterised",
     settings=NoSettings, apply=apply, prompt={"kind": "prefix", "prefix_projection": True},
     defaults={"prompt.kind": "prefix", "prompt.prefix_projection": True, "meta.inner_lr": 3e-1},
-)
+))

@@ -7,15 +7,15 @@ embedding manifold.
 """
 from __future__ import annotations
 
-from metaprompt.peft.base import Method, NoSettings
+from metaprompt.tuners.base import Method, NoSettings, register
 
 
 def apply(backbone, settings: NoSettings, seed: int):
     return None  # prompt-side: the prompt encoder holds the parameters
 
 
-METHOD = Method(
+METHOD = register(Method(
     name="prompt_tuning", side="prompt", summary="soft input tokens (embedding prompt encoder)",
     settings=NoSettings, apply=apply, prompt={"kind": "embedding"},
     defaults={"prompt.kind": "embedding", "prompt.init": "vocab", "meta.inner_lr": 1e-1},
-)
+))

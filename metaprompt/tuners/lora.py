@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from metaprompt.checks import check
+from metaprompt.checks import names as check_names
 from metaprompt.compat import peft_tensor_filter
-from metaprompt.config import ConfigError, PeftConfig
-from metaprompt.peft.base import Method, check, check_names, freeze, seeded
+from metaprompt.errors import ConfigError
+from metaprompt.tuners.base import Method, freeze, register, seeded
 
 
 @dataclass
@@ -31,7 +33,7 @@ class LoraSettings:
         check_names(self.targets, "peft.lora_targets")
 
     @classmethod
-    def from_peft(cls, cfg: PeftConfig) -> "LoraSettings":
+    def from_peft(cls, cfg) -> "LoraSettings":
         return cls(r=cfg.lora_r, alpha=cfg.lora_alpha, targets=list(cfg.lora_targets))
 
 
@@ -50,17 +52,21 @@ def inject(backbone, peft_config, seed: int, key: str) -> None:
     freeze(backbone)
 
 
-def apply(backbone, settings: LoraSettings, seed: int):
+def peft_config(settings: LoraSettings, task_type: str | None = None):
+    """peft's config of this LoRA (injection uses it without a task type, export with one)."""
     from peft import LoraConfig
 
-    config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=0.0,
-                        target_modules=settings.targets or None, bias="none")
-    inject(backbone, config, seed, "peft.lora_targets")
+    return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=0.0,
+                      target_modules=list(settings.targets) or None, bias="none", task_type=task_type)
+
+
+def apply(backbone, settings: LoraSettings, seed: int):
+    inject(backbone, peft_config(settings), seed, "peft.lora_targets")
     return peft_tensor_filter("lora")
 
 
-METHOD = Method(
+METHOD = register(Method(
     name="lora", side="backbone", summary="low-rank updates of attention projections (peft)",
-    settings=LoraSettings, apply=apply,
+    settings=LoraSettings, apply=apply, title="LoRA", export="peft", peft_config=peft_config,
     defaults={"prompt.length": 0, "meta.inner_lr": 3e-1, "train.backbone_lr": 1e-3, "eval.adamw_backbone_lr": 1e-3},
-)
+))

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from metaprompt.checks import check
+from metaprompt.checks import names as check_names
 from metaprompt.compat import peft_tensor_filter
-from metaprompt.config import PeftConfig
-from metaprompt.peft.base import Method, check, check_names
-from metaprompt.peft.lora import inject
+from metaprompt.tuners.base import Method, register
+from metaprompt.tuners.lora import inject
 
 
 @dataclass
@@ -29,23 +30,27 @@ class IA3Settings:
                   "set peft.ia3_targets too (with both empty, peft's defaults for the model type are used)")
 
     @classmethod
-    def from_peft(cls, cfg: PeftConfig) -> "IA3Settings":
+    def from_peft(cls, cfg) -> "IA3Settings":
         return cls(targets=list(cfg.ia3_targets), feedforward=list(cfg.ia3_feedforward))
 
 
-def apply(backbone, settings: IA3Settings, seed: int):
+def peft_config(settings: IA3Settings, task_type: str | None = None):
+    """peft's config of this (IA)³ (injection uses it without a task type, export with one)."""
     from peft import IA3Config
 
     if settings.targets:
-        config = IA3Config(target_modules=settings.targets, feedforward_modules=settings.feedforward)
-    else:
-        config = IA3Config()  # peft fills both lists for the model type
-    inject(backbone, config, seed, "peft.ia3_targets")
+        return IA3Config(target_modules=list(settings.targets), feedforward_modules=list(settings.feedforward),
+                         task_type=task_type)
+    return IA3Config(task_type=task_type)  # peft fills both lists for the model type
+
+
+def apply(backbone, settings: IA3Settings, seed: int):
+    inject(backbone, peft_config(settings), seed, "peft.ia3_targets")
     return peft_tensor_filter("ia3")
 
 
-METHOD = Method(
+METHOD = register(Method(
     name="ia3", side="backbone", summary="rescaling vectors of keys, values, feed-forward (peft)",
-    settings=IA3Settings, apply=apply,
+    settings=IA3Settings, apply=apply, title="(IA)³", export="peft", peft_config=peft_config,
     defaults={"prompt.length": 0, "meta.inner_lr": 3e-1, "train.backbone_lr": 1e-3, "eval.adamw_backbone_lr": 1e-3},
-)
+))
