@@ -23,8 +23,9 @@ SAFE_YAML_LOADERS = {"SafeLoader", "CSafeLoader", "BaseLoader", "CBaseLoader"}
 # transformers' own default is False, so these never run remote code; they only do not honour a
 # user's model.trust_remote_code=true (a model with custom code would fail to load there).
 FROM_PRETRAINED_ALLOWED = {
-    ("metaprompt/run/export.py", "_base_model_facts"): "reads config.json only (default: no remote code)",
-    ("metaprompt/run/export.py", "_verify"): "re-loads the run's own backbone, which load_backbone checked",
+    ("metaprompt/run/export/__init__.py", "_base_model_facts"): "reads config.json only (default: no remote code)",
+    ("metaprompt/run/export/verify.py", "verify_peft_files"):
+        "re-loads the run's own backbone, which load_backbone checked",
     ("metaprompt/load.py", "check_base_model"): "reads config.json only (default: no remote code)",
 }
 

@@ -131,6 +131,16 @@ class Scaled(VerbalizerSpec):
         checks.positive(self.scale, "verbalizer.scale")
 
 
+@dataclass(frozen=True)
+class Prototypes(Scaled):
+    """A spec that scores classes against prototypes of the support examples' ``[MASK]`` states."""
+
+    @classmethod
+    def card(cls, facts):
+        return (f"`{cls.kind}`: class prototypes from the support examples' [MASK] states, temperature "
+                f"{facts.get('temperature', float('nan')):.6g} (see docs/zoo.md for the formula).")
+
+
 def scale_and_transform(verbalizer: Verbalizer) -> Params:
     """The meta-learned temperature, and with ``verbalizer.learn_transform`` a linear map of the
     ``[MASK]`` state that starts as the identity."""
@@ -167,5 +177,5 @@ def class_means(states: torch.Tensor, labels: torch.Tensor, n_classes: int) -> t
 #: Verbalizer kinds by name; ``kind`` is set on each spec class.
 VERBALIZERS: Registry[type[VerbalizerSpec]] = Registry("verbalizer", attribute="kind")
 
-__all__ = ["VERBALIZERS", "Params", "Scaled", "Verbalizer", "VerbalizerSpec", "apply_transform", "class_means",
+__all__ = ["VERBALIZERS", "Params", "Prototypes", "Scaled", "Verbalizer", "VerbalizerSpec", "apply_transform", "class_means",
            "scale_and_transform", "support_states"]

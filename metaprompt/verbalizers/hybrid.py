@@ -8,7 +8,7 @@ import torch
 
 from metaprompt import checks
 from metaprompt.errors import ConfigError
-from metaprompt.verbalizers.base import VERBALIZERS, Scaled, Verbalizer
+from metaprompt.verbalizers.base import VERBALIZERS, Prototypes, Verbalizer
 from metaprompt.verbalizers.label_words import LabelWordVerbalizer
 from metaprompt.verbalizers.rep import RepVerbalizer
 
@@ -48,7 +48,7 @@ class HybridVerbalizer(Verbalizer):
 
 @VERBALIZERS.register("hybrid")
 @dataclass(frozen=True)
-class Hybrid(Scaled):
+class Hybrid(Prototypes):
     """RepVerb mixed with label words; ``hybrid_weight``: the weight of RepVerb; ``scale``: its
     initial temperature."""
 
@@ -61,8 +61,3 @@ class Hybrid(Scaled):
         super().__post_init__()
         checks.check(0.0 <= self.hybrid_weight <= 1.0, "verbalizer.hybrid_weight",
                      f"must be a number in [0, 1], got {self.hybrid_weight!r}")
-
-    @classmethod
-    def card(cls, facts):
-        return (f"`{cls.kind}`: class prototypes from the support examples' [MASK] states, temperature "
-                f"{facts.get('temperature', float('nan')):.6g} (see docs/zoo.md for the formula).")

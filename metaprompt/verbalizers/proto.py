@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from metaprompt import checks
-from metaprompt.verbalizers.base import (VERBALIZERS, Scaled, Verbalizer, apply_transform, class_means,
+from metaprompt.verbalizers.base import (VERBALIZERS, Prototypes, Verbalizer, apply_transform, class_means,
                                          scale_and_transform, support_states)
 
 DISTANCES = ("cosine", "euclidean")
@@ -66,7 +66,7 @@ class ProtoVerbalizer(Verbalizer):
 
 @VERBALIZERS.register("proto")
 @dataclass(frozen=True)
-class Proto(Scaled):
+class Proto(Prototypes):
     """Support prototypes; ``distance``: cosine | euclidean; ``scale``: initial temperature;
     ``learn_transform``: a learned linear map of the states (identity init)."""
 
@@ -84,8 +84,3 @@ class Proto(Scaled):
                      f"must be in [0, 1), got {self.label_word_share!r}")
         checks.check(self.label_word_share == 0 or self.distance == "cosine", "verbalizer.label_word_share",
                      "mixes normalised states: it needs verbalizer.distance=cosine")
-
-    @classmethod
-    def card(cls, facts):
-        return (f"`{cls.kind}`: class prototypes from the support examples' [MASK] states, temperature "
-                f"{facts.get('temperature', float('nan')):.6g} (see docs/zoo.md for the formula).")

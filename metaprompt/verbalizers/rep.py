@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from metaprompt.verbalizers.base import VERBALIZERS, Scaled, Verbalizer, class_means, support_states
+from metaprompt.verbalizers.base import VERBALIZERS, Prototypes, Verbalizer, class_means, support_states
 
 
 class RepVerbalizer(Verbalizer):
@@ -38,13 +38,8 @@ class RepVerbalizer(Verbalizer):
 
 @VERBALIZERS.register("repverb")
 @dataclass(frozen=True)
-class Rep(Scaled):
+class Rep(Prototypes):
     """RepVerb; ``scale``: initial temperature."""
 
     verbalizer = RepVerbalizer
     title = "centred support prototypes (RepVerb)"
-
-    @classmethod
-    def card(cls, facts):
-        return (f"`{cls.kind}`: class prototypes from the support examples' [MASK] states, temperature "
-                f"{facts.get('temperature', float('nan')):.6g} (see docs/zoo.md for the formula).")

@@ -1,23 +1,21 @@
-"""Typed run configuration: dataclasses, YAML files and ``--set key=value`` overrides.
+"""The sections of a run configuration (``data``, ``model``, ``prompt``, ...), each a dataclass
+that checks its values when it is built (the message names the key).
 
-Every value is checked where it is built, so a bad config fails before any model is
-loaded, with a message that names the key (and the file), and suggests the nearest
-key when one does not exist.
+Choices that name components (``prompt.kind``, ``verbalizer.kind``, ``meta.algorithm``,
+``meta.engine``, ``peft.method``, ``data.dataset``) come from the components' registries, which
+are imported when a section is first built: ``import metaprompt.config`` stays light.
 """
 from __future__ import annotations
 
-import dataclasses
 import difflib
-import math
 import re
-import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Union
 
-import yaml
-
+from metaprompt.checks import check as _check
+from metaprompt.checks import choice as _choice
+from metaprompt.checks import positive as _positive
+from metaprompt.checks import text as _text
 from metaprompt.errors import ConfigError
 
 if typing.TYPE_CHECKING:
@@ -28,38 +26,14 @@ LEARNABLE_GROUPS = ("prompt", "verbalizer")
 ADAPT_MODES = ("sgd", "adamw")
 
 
-
-
-def _check(cond: bool, key: str, message: str) -> None:
-    if not cond:
-        raise ConfigError(f"config key '{key}': {message}")
-
-
-def _positive(value: float, key: str, allow_zero: bool = False) -> None:
-    ok = value >= 0 if allow_zero else value > 0
-    bound = "≥ 0" if allow_zero else "> 0"
-    _check(ok and math.isfinite(value), key, f"must be a finite number {bound}, got {value!r}")
-
-
 #: Seeds feed torch generators (unsigned 64-bit) and numpy seed sequences.
 SEED_MAX = 2**64 - 1
 #: model.device: auto, cpu, cuda, cuda:N or mps (whether the device exists is checked when the run starts).
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
 
 
-def _seed(value: int, key: str) -> None:
+def check_seed(value: int, key: str) -> None:
     _check(0 <= value <= SEED_MAX, key, f"must be an integer from 0 to 2**64 - 1, got {value}")
-
-
-def _text(value: str, key: str) -> None:
-    _check(bool(value.strip()), key, f"must not be empty, got {value!r}")
-
-
-def _choice(value: str, key: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        near = difflib.get_close_matches(str(value), choices, n=1)
-        hint = f" Did you mean '{near[0]}'?" if near else ""
-        raise ConfigError(f"config key '{key}': unknown value {value!r}; choose one of {', '.join(choices)}.{hint}")
 
 
 @dataclass
@@ -168,6 +142,7 @@ class VerbalizerConfig:
     learn_transform: bool = False  # soft / proto: a learned linear map of the [MASK] state (identity init)
     hybrid_weight: float = 0.5  # hybrid: weight of the representative verbalizer
     distance: str = "cosine"  # proto: cosine | euclidean
+    label_word_share: float = 0.0  # proto: initial share of the label words' state in each prototype (learned)
 
     def __post_init__(self) -> None:
         from metaprompt.verbalizers import DISTANCES, VERBALIZERS
@@ -254,7 +229,7 @@ class TrainConfig:
         _positive(self.grad_clip, "train.grad_clip", allow_zero=True)
         _check(self.val_every >= 1, "train.val_every", f"must be ≥ 1, got {self.val_every}")
         _check(self.val_episodes >= 1, "train.val_episodes", f"must be ≥ 1, got {self.val_episodes}")
-        _seed(self.val_seed, "train.val_seed")
+        check_seed(self.val_seed, "train.val_seed")
         _check(self.patience >= 0, "train.patience", f"must be ≥ 0, got {self.patience}")
         _check(self.checkpoint_every >= 1, "train.checkpoint_every", f"must be ≥ 1, got {self.checkpoint_every}")
         _choice(self.on_nonfinite, "train.on_nonfinite", ("stop", "skip"))
@@ -281,7 +256,7 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         _check(self.episodes >= 1, "eval.episodes", f"must be ≥ 1, got {self.episodes}")
-        _seed(self.seed, "eval.seed")
+        check_seed(self.seed, "eval.seed")
         for lr in self.select_backbone_lr:
             _positive(lr, "eval.select_backbone_lr")
         _check(self.select_episodes >= 1, "eval.select_episodes", f"must be ≥ 1, got {self.select_episodes}")
@@ -332,286 +307,3 @@ class LogConfig:
 
     def __post_init__(self) -> None:
         _text(self.wandb_project, "log.wandb_project")
-
-
-@dataclass
-class Config:
-    label: str = ""  # free name of the run's study or group (copied into results.json; `metaprompt report` groups by it)
-    seed: int = 1999
-    threads: int = 0  # torch CPU threads; 0 = torch's default
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    prompt: PromptConfig = field(default_factory=PromptConfig)
-    verbalizer: VerbalizerConfig = field(default_factory=VerbalizerConfig)
-    meta: MetaConfig = field(default_factory=MetaConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    peft: PeftConfig = field(default_factory=PeftConfig)
-    log: LogConfig = field(default_factory=LogConfig)
-
-    def __post_init__(self) -> None:
-        _check(0 <= self.threads <= 256, "threads", f"must be from 0 (torch's default) to 256, got {self.threads}")
-        _seed(self.seed, "seed")
-        _check(len(self.label) <= 120 and not any(ch in self.label for ch in "|\n\r\t`"), "label",
-               f"must be at most 120 characters without '|', backticks, tabs or line breaks, got {self.label!r}")
-        if self.prompt.template_id is not None:
-            self.prompt.template = _builtin_template(self.data.dataset, self.prompt.template_id)
-        # Deep prompts enter every layer as a key/value cache that a recomputed layer would extend twice.
-        from metaprompt.prompts import PROMPTS
-        from metaprompt.verbalizers import VERBALIZERS
-
-        shallow = ", ".join(name for name, kind in PROMPTS.items() if not kind.deep)
-        _check(not (self.model.gradient_checkpointing and PROMPTS.get(self.prompt.kind).deep),
-               "model.gradient_checkpointing",
-               f"does not work with prompt.kind={self.prompt.kind} (the per-layer prefixes live in a cache that "
-               f"recomputing a layer would extend a second time); use prompt.kind={shallow}, or switch it off")
-        _check(self.data.dataset != "custom" or self.verbalizer.label_words == "label_name", "verbalizer.label_words",
-               f"picks a section of a built-in data set's verbalizers.json, got {self.verbalizer.label_words!r}; a "
-               "custom data set's label words come from its split file ('label_words', else the class names)")
-        if VERBALIZERS.get(self.verbalizer.kind).needs_vocab():
-            _check(self.model.mlm_head != "no", "verbalizer.kind",
-                   f"'{self.verbalizer.kind}' scores label words with a masked-LM head, but model.mlm_head is 'no'")
-        _check(bool(self.meta.learn) or not (self.model.freeze_backbone and self.peft.method == "none"), "meta.learn",
-               "is empty and the backbone is frozen (model.freeze_backbone=true, peft.method=none): nothing would be "
-               "meta-learned; list prompt and/or verbalizer")
-        if self.eval.select_backbone_lr:
-            learned = self.meta.algorithm == "maml++" and self.meta.learn_inner_lr
-            _check(self.eval.adapt == "sgd" and self.eval.lr is None and not learned,
-                   "eval.select_backbone_lr", "chooses the sgd step of the backbone: it needs eval.adapt=sgd, "
-                   "no eval.lr (which sets every step) and no learned steps (maml++ with meta.learn_inner_lr=true)")
-            _check(not (self.model.freeze_backbone and self.peft.method == "none"), "eval.select_backbone_lr",
-                   "has nothing to choose: the backbone is frozen (model.freeze_backbone=true, peft.method=none)")
-        self._check_tuner()
-
-    def _check_tuner(self) -> None:
-        """The PEFT method against the prompt and model settings."""
-        from metaprompt.tuners import get_method
-
-        if self.peft.method == "none":
-            return
-        method = get_method(self.peft.method)
-        _check(method.side != "backbone" or method.name == "full" or self.model.freeze_backbone,
-               "model.freeze_backbone", f"false trains every backbone weight, which peft.method={method.name} "
-               "replaces by its own; keep it true (or use peft.method=full)")
-        for key, value in method.prompt.items():
-            got = getattr(self.prompt, key)
-            _check(got == value, f"prompt.{key}", f"peft.method={method.name} needs prompt.{key}={value}, got "
-                   f"{got!r} (`metaprompt baseline --method {method.name}` sets it)")
-        _check(method.side != "prompt" or self.prompt.length >= 1, "prompt.length",
-               f"peft.method={method.name} is a soft prompt and needs prompt.length ≥ 1")
-
-    # -- conversions -------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None, source: str = "config") -> "Config":
-        return _build(cls, data or {}, prefix="", source=source)
-
-    @classmethod
-    def load(cls, path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> "Config":
-        """Read a YAML file (or the defaults when ``path`` is None) and apply ``key=value`` overrides."""
-        data: dict[str, Any] = {}
-        source = "defaults"
-        if path is not None:
-            path = Path(path)
-            source = str(path)
-            if not path.is_file():
-                raise ConfigError(f"config file not found: {path}")
-            try:
-                data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            except yaml.YAMLError as err:
-                raise ConfigError(f"{path}: not valid YAML: {err}") from None
-            if not isinstance(data, dict):
-                raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
-        for item in overrides:
-            apply_override(data, item)
-        return cls.from_dict(data, source=source)
-
-
-#: Keys that change how a run goes, not what it computes: CPU threads, progress bars and the
-#: Weights & Biases mirror of the metrics. They are the only keys ``train --resume`` accepts
-#: with a new value (recorded in run.json; config.yaml stays what trained the run), and the
-#: only ones an interrupted evaluation ignores when it decides whether saved scores still count.
-#: Everything else (model.device too: model.tf32 and the kernels differ per device) decides a result.
-RUNTIME_KEYS = ("threads", "log.progress", "log.wandb", "log.wandb_project")
-
-
-def flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``."""
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(flat(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
-
-
-def changed_keys(before: "Config | dict[str, Any]", after: "Config | dict[str, Any]") -> dict[str, tuple[Any, Any]]:
-    """``{key: (old, new)}`` for every dotted key whose value differs between two configs."""
-    old = flat(before.to_dict() if isinstance(before, Config) else before)
-    new = flat(after.to_dict() if isinstance(after, Config) else after)
-    return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
-
-
-def without_runtime_keys(config: dict[str, Any]) -> dict[str, Any]:
-    """A config dict without :data:`RUNTIME_KEYS` (sections they leave empty are dropped)."""
-    out = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            kept = {k: v for k, v in value.items() if f"{key}.{k}" not in RUNTIME_KEYS}
-            if kept:
-                out[key] = kept
-        elif key not in RUNTIME_KEYS:
-            out[key] = value
-    return out
-
-
-def _builtin_template(dataset: str, index: int) -> str:
-    """Template ``index`` of a built-in data set (metaprompt/resources/templates_<dataset>.yaml)."""
-    from metaprompt.model.template import TemplateError, builtin_templates
-
-    _check(dataset != "custom", "prompt.template_id",
-           "picks a built-in data set's template; with data.dataset=custom write prompt.template instead")
-    try:
-        templates = builtin_templates(dataset)
-    except TemplateError as err:
-        raise ConfigError(f"config key 'prompt.template_id': {err}") from None
-    _check(index < len(templates), "prompt.template_id",
-           f"{dataset} has templates 0..{len(templates) - 1}, got {index}")
-    return templates[index]
-
-
-def all_keys(cls: type = Config, prefix: str = "") -> list[str]:
-    """Every dotted key a config accepts (used for suggestions and documentation)."""
-    keys = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            keys += all_keys(tp, prefix + f.name + ".")
-        else:
-            keys.append(prefix + f.name)
-    return keys
-
-
-#: Names from other tools, mapped to ours (a suggestion spelling-distance does not find).
-_SYNONYMS = {"learning_rate": "lr", "num_episodes": "episodes", "epochs": "episodes", "steps": "inner_steps",
-             "shots": "k_shot", "ways": "n_way", "queries": "n_query", "model_name": "name"}
-
-
-def _unknown_key(key: str, source: str) -> ConfigError:
-    section, _, leaf = key.rpartition(".")
-    keys = all_keys()
-    alias = [k for k in keys if k.rpartition(".")[2] == _SYNONYMS.get(leaf) and k.startswith(section)]
-    near = alias[:1] or difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
-    hint = f" Did you mean '{near[0]}'?" if near else ""
-    return ConfigError(f"{source}: unknown config key '{key}'.{hint}")
-
-
-def apply_override(data: dict[str, Any], item: str) -> None:
-    """Apply one ``section.key=value`` string to a nested dict (the value is typed later)."""
-    if "=" not in item:
-        raise ConfigError(f"--set expects key=value, got {item!r}")
-    key, value = item.split("=", 1)
-    key = key.strip()
-    if key not in all_keys():
-        raise _unknown_key(key, "--set")
-    node = data
-    parts = key.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"--set {key}: '{part}' is not a section")
-    node[parts[-1]] = _RawString(value)
-
-
-class _RawString(str):
-    """A value typed on the command line: parsed by the field's type, not by YAML rules."""
-
-
-def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("null", "none", "~")):
-            return None
-        return _coerce(value, args[0], key, source)
-    if origin is list:
-        (item_tp,) = typing.get_args(tp)
-        if isinstance(value, _RawString):
-            parsed = yaml.safe_load(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
-            value = parsed
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{source}: config key '{key}': expected a list, got {value!r}")
-        return [_coerce(v, item_tp, key, source) for v in value]
-    where = "--set" if isinstance(value, _RawString) else source  # where the user typed the value
-    bad = ConfigError(f"{where}: config key '{key}': expected {getattr(tp, '__name__', tp)}, got {value!r}")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1"):
-            return True
-        if isinstance(value, str) and value.strip().lower() in ("false", "no", "off", "0"):
-            return False
-        raise bad
-    if tp is int:
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip().replace("_", ""))  # exact: float() would round a seed above 2**53
-            except ValueError:
-                pass
-            try:
-                number = float(value)
-            except ValueError:
-                raise bad from None
-            if number.is_integer() and abs(number) < 2**53:  # "1e3", "3.0"; beyond 2**53 a float is not exact
-                return int(number)
-        raise bad
-    if tp is float:
-        if isinstance(value, bool):
-            raise bad
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise bad from None
-    if tp is str:
-        if isinstance(value, (dict, list)):
-            raise bad
-        return str(value)
-    raise bad
-
-
-def _build(cls: type, data: dict[str, Any], prefix: str, source: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: section '{prefix.rstrip('.')}' must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in names:
-            raise _unknown_key(prefix + str(key), source)
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data:
-            continue
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            kwargs[f.name] = _build(tp, data[f.name] or {}, prefix + f.name + ".", source)
-        else:
-            kwargs[f.name] = _coerce(data[f.name], tp, prefix + f.name, source)
-    try:
-        return cls(**kwargs)
-    except ConfigError as err:
-        if source not in ("config", "defaults") and not str(err).startswith(source):
-            raise ConfigError(f"{source}: {err}") from None
-        raise
