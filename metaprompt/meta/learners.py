@@ -187,4 +187,4 @@ class Reptile(Learner):
 
 
 #: The learner of each algorithm name of the CLI (``meta.algorithm``).
-LEARNERS: dict[str, type[Learner]] = {cls.algorithm_class.name: cls for cls in (MAML, FOMAML, MAMLpp, Reptile)}
+LEARNERS: dict[str, type[Learner]] = {cls.algorithm_class.name: cls for cls in (MAML, FOMAML, MAMLpp, ProtoNet, Reptile)}
