@@ -14,7 +14,7 @@ the [MASK] state, e_c initialised from the label words' input embeddings and tun
 Every init sees the same tasks, the same examples and the same optimiser. Nothing from
 metaprompt is imported: the export's JSON and safetensors files are all it reads.
 
-    METAPROMPT_DATA=/work/shared/data HF_HUB_OFFLINE=1 \\
+    METAPROMPT_DATA=../shared/data HF_HUB_OFFLINE=1 \\
     python experiments/downstream_prompt_tuning.py DIR --tasks 100 [--optimizer adamw --lr 1e-3 --steps 20]
 """
 from __future__ import annotations

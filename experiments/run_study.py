@@ -10,7 +10,7 @@ Cells run into ``experiments/runs/<profile>/<study>/<cell>/`` (git-ignored). A c
 ``results.json`` is finished and skipped; an interrupted training is continued with
 ``metaprompt train --resume``; so running the same command again resumes a study. Each
 finished cell's ``results.json`` (with its ``train_summary.json`` and ``run.json``) is copied
-to ``experiments/results/<profile>/<study>/<cell>/`` and ``metaprompt report`` writes
+to ``experiments/results/<profile>/<study>/<cell>/`` and ``experiments/report.py`` writes
 ``experiments/results/<profile>/report.md`` and its plots. The cells are in
 ``experiments/studies.py``, the configs in ``configs/studies/<profile>/``.
 
@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     copied = runner.collect(cells)
     if copied:
         title = f"metaprompt studies, {args.profile} profile" + (" (smoke test)" if args.smoke else "")
-        runner.sh(None, [*metaprompt_cmd(), "report", str(results.relative_to(ROOT)), "--out",
+        runner.sh(None, [sys.executable, "experiments/report.py", str(results.relative_to(ROOT)), "--out",
                          str(results.relative_to(ROOT)), "--title", title])
     return 0
 

@@ -85,12 +85,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     peft_cli.add_parser(sub)
 
-    p = sub.add_parser("report", help="aggregate results JSON into report.md with tables and plots")
-    p.add_argument("paths", type=Path, nargs="+", metavar="RUN_DIR_OR_RESULTS",
-                   help="run directories, results JSON files, or folders searched for them")
-    p.add_argument("--out", type=Path, required=True, help="folder for report.md and the PNG plots")
-    p.add_argument("--title", help="report title")
-    p.add_argument("--no-plots", action="store_true", help="tables only")
     return parser
 
 
@@ -204,17 +198,8 @@ def _cmd_baseline(args) -> int:
     return peft_cli.run(args)
 
 
-def _cmd_report(args) -> int:
-    from metaprompt.run.provenance import command_line
-    from metaprompt.run.report import build_report
-
-    path = build_report(args.paths, args.out, title=args.title, plots=not args.no_plots, command=command_line())
-    print(f"wrote {path}")
-    return 0
-
-
 COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "export": _cmd_export, "load": _cmd_load,
-            "episodes": _cmd_episodes, "data": _cmd_data, "baseline": _cmd_baseline, "report": _cmd_report}
+            "episodes": _cmd_episodes, "data": _cmd_data, "baseline": _cmd_baseline}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -101,12 +101,6 @@ EXPORT_FIELDS = {
     "peft.backbone_adapter": "str?null", "peft.base_model_dir": "str?null",
 }
 
-#: The fields of a results JSON that `metaprompt export` (the model card) reads.
-RESULTS_FIELDS = {"results": "list", "references": "list?", "n_episodes": "int", "episodes_sha256": "str",
-                  "n_way": "int?", "k_shot": "int?", "n_query": "int?", "adaptation": "dict?"}
-SCORE_FIELDS = {"init": "str", "accuracy_mean": "number", "accuracy_ci95": "number?null"}
-
-
 def check_export_meta(meta: Any, path: str | Path) -> None:
     hint = " (a truncated or hand-edited file? export the run again)"
     check_fields(meta, EXPORT_FIELDS, path, hint)
@@ -125,13 +119,3 @@ def check_export_meta(meta: Any, path: str | Path) -> None:
         value = (peft or {}).get(key)
         if isinstance(value, str) and (Path(value).is_absolute() or ".." in Path(value).parts):
             raise FileFormatError(f"{path}: field 'peft.{key}': {value!r} is not a folder inside the export{hint}")
-
-
-def check_results(results: Any, path: str | Path) -> None:
-    hint = " (a hand-edited file? `metaprompt eval` writes it again)"
-    check_fields(results, RESULTS_FIELDS, path, hint)
-    for i, row in enumerate(results["results"]):
-        check_fields(row, SCORE_FIELDS, path, hint, f"results[{i}].")
-    for i, row in enumerate(results.get("references") or []):
-        check_fields(row, {"name": "str", "accuracy_mean": "number", "accuracy_ci95": "number?null"},
-                     path, hint, f"references[{i}].")

@@ -15,6 +15,12 @@ from tests.tiny import save_tiny_model, write_tiny_dataset  # noqa: E402
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+def pytest_configure(config):
+    # registered here, not in pyproject.toml, whose every change rebuilds the locked venv
+    config.addinivalue_line("markers", "docs: checks that README.md and docs/ say what the repository holds and "
+                                       "quote the committed figures (run as a step of their own: -m docs)")
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     """(data file, split file) of the 12-class synthetic data set."""

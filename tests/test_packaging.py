@@ -55,24 +55,6 @@ def test_version_drift_names_only_the_numeric_packages_that_differ():
     assert "transformers 5.17.0 (now 5.24.0)" in line and "this evaluation" in line
 
 
-def test_report_warns_when_a_run_was_evaluated_with_other_versions(tmp_path, caplog):
-    from metaprompt.run.report import load_entry
-
-    cell = tmp_path / "study" / "cell"
-    cell.mkdir(parents=True)
-    (cell / "results.json").write_text(json.dumps({"label": "study", "provenance": {"versions": {
-        "torch": "2.13.0", "transformers": "5.24.0"}}}))
-    (cell / "run.json").write_text(json.dumps({"versions": {"torch": "2.13.0", "transformers": "5.23.0"}}))
-    with caplog.at_level(logging.WARNING):
-        load_entry(cell / "results.json", tmp_path)
-    assert "transformers 5.23.0 (now 5.24.0)" in caplog.text
-    caplog.clear()
-    (cell / "run.json").write_text(json.dumps({"versions": {"torch": "2.13.0", "transformers": "5.24.0"}}))
-    with caplog.at_level(logging.WARNING):
-        load_entry(cell / "results.json", tmp_path)
-    assert "now" not in caplog.text
-
-
 def test_eval_warns_and_records_when_the_run_was_trained_with_other_versions(tmp_path, tiny_data, tiny_models,
                                                                              caplog):
     from metaprompt.cli import main

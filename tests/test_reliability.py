@@ -426,9 +426,6 @@ def test_output_paths_are_checked_before_the_work(earlier_run, tmp_path, tiny_da
     _expect_error(capsys, ["baseline", "--method", "bitfit", "--init", "pretrained", "--out", str(tmp_path / "b"),
                            "--json", str(tmp_path / "a_file"), *sets], "the file already exists", "--force")
     assert not (tmp_path / "b").exists()
-    _expect_error(capsys, ["report", str(run), "--out", str(tmp_path / "a_file"), "--no-plots"], "is a file")
-    _expect_error(capsys, ["report", str(run), "--out", str(tmp_path / "a_file" / "r"), "--no-plots"],
-                  "a_file is a file, not a directory")
     _expect_error(capsys, ["export", str(run), "--out", str(tmp_path / "a_file" / "x")],
                   "a_file is a file, not a directory")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_dir", "a_file"] and not any((tmp_path / "a_dir").iterdir())

@@ -1,16 +1,27 @@
-"""`metaprompt report`: synthetic results JSON → report.md (bold best, significance wording,
-paired Δ, template robustness, out-of-distribution rows, provenance) and valid PNG plots."""
+"""This project's report (experiments/report.py, not part of the package): synthetic results
+JSON → report.md (bold best, significance wording, paired Δ, template robustness,
+out-of-distribution rows, provenance, rows scored on changed data) and valid PNG plots."""
 from __future__ import annotations
 
 import json
+import logging
 import random
+import re
 import statistics
+import sys
 from pathlib import Path
 
 import pytest
 
-from metaprompt.run.report import ReportError, build_report, paired
 from metaprompt.run.stats import mean_ci95
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+if str(EXPERIMENTS) not in sys.path:  # the report lives in experiments/, beside studies.py
+    sys.path.insert(0, str(EXPERIMENTS))
+
+from reporting import ReportError, build_report, main as report_main  # noqa: E402
+from reporting.compare import paired  # noqa: E402
+from reporting.entries import load_entry  # noqa: E402
 
 SHA = {"huffpost": "a" * 64, "reuters": "b" * 64}
 EPISODES = {("huffpost", 1): "1" * 64, ("huffpost", 5): "5" * 64, ("reuters", 1): "2" * 64}
@@ -179,22 +190,81 @@ def test_report_tables_significance_and_plots(tree, tmp_path):
         assert f"]({png.name})" in report
 
 
-def test_report_cli_and_errors(tree, tmp_path, capsys):
-    from metaprompt.cli import main
-
+def test_report_command_and_errors(tree, tmp_path, capsys):
     run_dir = tree["root"] / "main" / "huffpost-1shot"
-    assert main(["report", str(run_dir), "--out", str(tmp_path / "one"), "--no-plots"]) == 0
+    assert report_main([str(run_dir), "--out", str(tmp_path / "one"), "--no-plots"]) == 0
     report = (tmp_path / "one" / "report.md").read_text()
     assert "1 result(s) in 1 study" in report and not list((tmp_path / "one").glob("*.png"))
     assert "The meta-learned init wins in all 1 rows" in report
+    assert "by `python experiments/report.py " in report  # the command that made it
 
     (tmp_path / "junk.json").write_text(json.dumps({"hello": 1}))
-    assert main(["report", str(tmp_path / "junk.json"), "--out", str(tmp_path / "x")]) == 2
+    assert report_main([str(tmp_path / "junk.json"), "--out", str(tmp_path / "x")]) == 2
     assert "not a results JSON" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()  # nothing written on error
     (tmp_path / "empty").mkdir()
     with pytest.raises(ReportError, match="no results JSON"):
         build_report([tmp_path / "empty"], tmp_path / "y")
+    # --out a file, or below one: refused before anything is read or written
+    (tmp_path / "a_file").write_text("x")
+    assert report_main([str(run_dir), "--out", str(tmp_path / "a_file"), "--no-plots"]) == 2
+    assert "is a file" in capsys.readouterr().err
+    assert report_main([str(run_dir), "--out", str(tmp_path / "a_file" / "r"), "--no-plots"]) == 2
+    assert "a_file is a file, not a directory" in capsys.readouterr().err
+    assert (tmp_path / "a_file").read_text() == "x"
+
+
+def test_a_results_file_that_breaks_the_schema_is_refused_naming_the_field(tree, tmp_path, capsys):
+    cell = tmp_path / "results" / "main" / "bad"
+    bad = json.loads((tree["root"] / "main" / "huffpost-1shot" / "results.json").read_text())
+    bad["results"][1]["accuracy_mean"] = "0.5"
+    write_run(cell, bad)
+    assert report_main([str(tmp_path / "results"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "results[1].accuracy_mean" in err and str(cell / "results.json") in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_metaprompt_command_has_no_report(capsys):
+    from metaprompt.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", "x", "--out", "y"])
+    assert exit_.value.code == 2 and "invalid choice: 'report'" in capsys.readouterr().err
+
+
+def test_rows_scored_on_changed_data_get_their_own_warning_section(tmp_path):
+    res = results("huffpost", 1, accuracies(0.4, 20, 1), accuracies(0.5, 20, 2), label="main")
+    warning = "the data file /d/huffpost.jsonl has sha256 1234… but the run was trained on sha256 abcd…"
+    res["data_change_warnings"] = [warning]
+    write_run(tmp_path / "results" / "main" / "huffpost-1shot", res)
+    report = build_report([tmp_path / "results"], tmp_path / "out", plots=False).read_text()
+    assert f"## Warning: rows scored on changed data\n\n- main / huffpost-1shot: {warning}" in report
+
+
+def test_one_test_episode_reports_no_ci_and_no_nan(tmp_path):
+    res = results("huffpost", 1, [0.4], [0.6], label="main", ref=[0.5])
+    assert res["results"][0]["accuracy_ci95"] is None  # as eval writes it: null, never NaN
+    write_run(tmp_path / "results" / "main" / "huffpost-1shot", res, curve=[0.4, 0.5])
+    report = build_report([tmp_path / "results"], tmp_path / "out").read_text()
+    row = table_row(section(report, "main"), "| huffpost |")
+    assert "| 40.0 | 60.0 | +20.0 | 50.0 |" in row and not re.search(r"\bnan\b", report, re.IGNORECASE)
+
+
+def test_report_warns_when_a_run_was_evaluated_with_other_versions(tmp_path, caplog):
+    cell = tmp_path / "study" / "cell"
+    res = results("huffpost", 1, [0.4, 0.5], [0.6, 0.7], label="study")
+    res["provenance"]["versions"] = {"torch": "2.13.0", "transformers": "5.24.0"}
+    write_run(cell, res)
+    (cell / "run.json").write_text(json.dumps({"versions": {"torch": "2.13.0", "transformers": "5.23.0"}}))
+    with caplog.at_level(logging.WARNING):
+        load_entry(cell / "results.json", tmp_path)
+    assert "transformers 5.23.0 (now 5.24.0)" in caplog.text
+    caplog.clear()
+    (cell / "run.json").write_text(json.dumps({"versions": {"torch": "2.13.0", "transformers": "5.24.0"}}))
+    with caplog.at_level(logging.WARNING):
+        load_entry(cell / "results.json", tmp_path)
+    assert "now" not in caplog.text
 
 
 def test_label_config_key():
@@ -252,8 +322,6 @@ def test_study_cells_and_dry_run(capsys, monkeypatch):
 
 
 def test_report_names_the_backbone_step_chosen_per_init(tmp_path):
-    from metaprompt.run.report import build_report
-
     n = 50
     res = results("reuters", 1, accuracies(0.8, n, 1), accuracies(0.9, n, 2), label="main", freeze=False)
     for r, step in zip(res["results"], (0.03, 0.01)):
@@ -269,8 +337,6 @@ def test_report_names_the_backbone_step_chosen_per_init(tmp_path):
 def test_an_ood_row_borrows_the_pretrained_row_of_a_results_file_older_than_an_eval_option(tmp_path):
     """A results file written before ``eval.select_backbone_lr`` existed has no such key; a newer
     file with the option at its default (off) was scored the same way, so it may borrow that row."""
-    from metaprompt.run.report import build_report
-
     n = 50
     pre, root = accuracies(0.4, n, 1), tmp_path / "results"
     write_run(root / "frozen" / "reuters-1shot", results("reuters", 1, pre, accuracies(0.9, n, 2), label="frozen"))

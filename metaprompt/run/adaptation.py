@@ -3,7 +3,7 @@
 Two protocols (``eval.adapt``): ``sgd`` runs the inner loop of training (MAML-consistent,
 learned inner learning rates included); ``adamw`` is the MetaPrompting paper's protocol,
 several epochs of AdamW on the support set with warm-up and clipping (see
-``shared/reference/protocol.md``).
+``docs/protocol.md``).
 """
 from __future__ import annotations
 

@@ -96,7 +96,8 @@ def _metrics(run_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     results = read_json(path, ExportError, "results file")
-    from metaprompt.fields import FileFormatError, check_results
+    from metaprompt.fields import FileFormatError
+    from metaprompt.results import check_results
 
     try:
         check_results(results, path)
