@@ -103,3 +103,32 @@ def test_embedder_mean_pools_real_tokens_once_per_text(tiny_models):
 def test_centroid_is_a_training_free_spec():
     assert Centroid().settings() == {} and Centroid.method == "centroid"
     assert LinearProbe(C=10.0).settings() == {"C": 10.0, "max_iter": 1000}
+
+
+def test_baseline_command_scores_the_eval_episodes_and_chooses_C_on_validation(tmp_path, tiny_data, tiny_models):
+    import json
+
+    from tests.conftest import tiny_overrides
+    from metaprompt.cli import main
+    from metaprompt.results import read_results
+
+    sets = [x for o in tiny_overrides(tiny_data, tiny_models("bert", mlm_head=False),
+                                      **{"eval.episodes": 3, "baseline.val_episodes": 2}) for x in ("--set", o)]
+    out = tmp_path / "lp"
+    assert main(["baseline", "--method", "linear_probe", "--out", str(out), *sets]) == 0
+    results = read_results(out / "results.json")
+    row = results["references"][0]
+    assert results["results"] == [] and results["method"] == "baseline:linear_probe"
+    assert row["name"] == "linear_probe+label_words" and len(row["accuracies_per_episode"]) == 3
+    chosen = results["adaptation"]["selected"]["validation_accuracy"]
+    assert set(chosen) == {"0.1", "1.0", "10.0", "100.0"}
+    assert results["adaptation"]["settings"]["C"] == float(max(chosen, key=chosen.get))
+    # the same episodes as `metaprompt eval` of a run with this config
+    words_off = tmp_path / "c"
+    assert main(["baseline", "--method", "centroid", "--out", str(words_off), *sets,
+                 "--set", "baseline.label_words=false"]) == 0
+    other = json.loads((words_off / "results.json").read_text())
+    assert other["episodes_sha256"] == results["episodes_sha256"]
+    assert other["references"][0]["name"] == "centroid"
+    assert main(["baseline", "--method", "centroid", "--out", str(words_off), *sets]) == 2  # no overwrite
+    assert main(["baseline", "--method", "svm", "--out", str(tmp_path / "x"), *sets]) == 2
