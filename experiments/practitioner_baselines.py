@@ -131,9 +131,11 @@ def main(argv: list[str] | None = None) -> int:
         (OUT / f"{cell}.json").write_text(dumps_strict(res, indent=2), encoding="utf-8")
         results.append(res)
         print(f"{cell}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
-    text = table(results)
-    print(text)
-    if set(args.cells) == set(CELLS):
+    print(table(results))
+    # The table covers every cell scored so far (this run's and earlier ones').
+    done = [json.loads((OUT / f"{cell}.json").read_text()) for cell in CELLS if (OUT / f"{cell}.json").is_file()]
+    text = table(done)
+    if done:
         (OUT / "README.md").write_text(
             "# Meta-learned init vs the baselines a practitioner tries first\n\n"
             f"Made by `python experiments/practitioner_baselines.py` (see its docstring for the protocol); "

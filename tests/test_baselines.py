@@ -132,3 +132,22 @@ def test_baseline_command_scores_the_eval_episodes_and_chooses_C_on_validation(t
     assert other["references"][0]["name"] == "centroid"
     assert main(["baseline", "--method", "centroid", "--out", str(words_off), *sets]) == 2  # no overwrite
     assert main(["baseline", "--method", "svm", "--out", str(tmp_path / "x"), *sets]) == 2
+
+
+@pytest.mark.slow
+def test_setfit_fine_tunes_a_copy_per_episode(tiny_models):
+    pytest.importorskip("setfit", reason="the setfit extra is not installed")
+    from metaprompt.baselines import SetFit
+    from metaprompt.baselines.setfit import _pretrained
+
+    backbone = load_backbone(tiny_models("bert", mlm_head=False))
+    embed = MeanPooledEmbedder(backbone, max_length=12)
+    texts = [f"sports game {i}" for i in range(4)] + [f"music song {i}" for i in range(4)]
+    episode = Episode(classes=(0, 1), support=(0, 1, 4, 5), query=(2, 3, 6, 7))
+    before = {k: v.clone() for k, v in _pretrained(embed).model_body.state_dict().items()}
+    accs, _ = score(SetFit(num_iterations=2, seed=0), embed, texts, [episode], {0: ["sports"], 1: ["music"]})
+    assert 0.0 <= accs[0] <= 1.0
+    # the shared pretrained body is untouched: each episode trains its own copy
+    after = _pretrained(embed).model_body.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert _pretrained(embed).model_body.max_seq_length == 12
