@@ -25,6 +25,7 @@ _EXPORTS = {
     "FOMAML": "metaprompt.meta.learners",
     "MAMLpp": "metaprompt.meta.learners",
     "Reptile": "metaprompt.meta.learners",
+    "ProtoNet": "metaprompt.meta.learners",
     "evaluate": "metaprompt.evaluation",
     "EvaluationResult": "metaprompt.evaluation",
     "save_init": "metaprompt.inits",

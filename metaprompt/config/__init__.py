@@ -23,8 +23,8 @@ from metaprompt.checks import check as _check
 from metaprompt.config import parsing
 from metaprompt.config.keys import RUNTIME_KEYS, changed_keys, flat, without_runtime_keys
 from metaprompt.config.parsing import build
-from metaprompt.config.sections import (ADAPT_MODES, LEARNABLE_GROUPS, SEED_MAX, DataConfig, EvalConfig, LogConfig,
-                                        MetaConfig, ModelConfig, PeftConfig, PromptConfig, TrainConfig,
+from metaprompt.config.sections import (ADAPT_MODES, LEARNABLE_GROUPS, SEED_MAX, BaselineConfig, DataConfig,
+                                        EvalConfig, LogConfig, MetaConfig, ModelConfig, PeftConfig, PromptConfig, TrainConfig,
                                         VerbalizerConfig, check_seed)
 from metaprompt.errors import ConfigError
 
@@ -43,6 +43,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     peft: PeftConfig = field(default_factory=PeftConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
 
     def __post_init__(self) -> None:
         _check(0 <= self.threads <= 256, "threads", f"must be from 0 (torch's default) to 256, got {self.threads}")
@@ -66,6 +67,9 @@ class Config:
         if VERBALIZERS.get(self.verbalizer.kind).needs_vocab():
             _check(self.model.mlm_head != "no", "verbalizer.kind",
                    f"'{self.verbalizer.kind}' scores label words with a masked-LM head, but model.mlm_head is 'no'")
+            _check("[MASK]" in self.prompt.template, "verbalizer.kind",
+                   f"'{self.verbalizer.kind}' scores the [MASK] position, but prompt.template has no [MASK] "
+                   f"(a mean-pooled readout): {self.prompt.template!r}")
         _check(bool(self.meta.learn) or not (self.model.freeze_backbone and self.peft.method == "none"), "meta.learn",
                "is empty and the backbone is frozen (model.freeze_backbone=true, peft.method=none): nothing would be "
                "meta-learned; list prompt and/or verbalizer")
@@ -153,6 +157,7 @@ def _builtin_template(dataset: str, index: int) -> str:
     return templates[index]
 
 
-__all__ = ["ADAPT_MODES", "LEARNABLE_GROUPS", "RUNTIME_KEYS", "SEED_MAX", "Config", "ConfigError", "DataConfig",
+__all__ = ["ADAPT_MODES", "LEARNABLE_GROUPS", "RUNTIME_KEYS", "SEED_MAX", "BaselineConfig", "Config", "ConfigError",
+           "DataConfig",
            "EvalConfig", "LogConfig", "MetaConfig", "ModelConfig", "PeftConfig", "PromptConfig", "TrainConfig",
            "VerbalizerConfig", "all_keys", "apply_override", "changed_keys", "flat", "without_runtime_keys"]

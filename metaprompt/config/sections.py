@@ -114,8 +114,8 @@ class PromptConfig:
         kind = PROMPTS.get(self.kind)
         _check(self.template_id is None or self.template_id >= 0, "prompt.template_id",
                f"must be ≥ 0, got {self.template_id}")
-        _check(self.template.count("[MASK]") == 1, "prompt.template",
-               f"must contain exactly one [MASK], got {self.template!r}")
+        _check(self.template.count("[MASK]") <= 1, "prompt.template",
+               f"must contain one [MASK] (or none: a mean-pooled readout), got {self.template!r}")
         _check(self.template.count("{text}") == 1, "prompt.template",
                f"must contain exactly one {{text}}, got {self.template!r}")
         # Deep prompts (prefix) sit in front of every layer, not in [P] slots of the input.
@@ -142,6 +142,7 @@ class VerbalizerConfig:
     learn_transform: bool = False  # soft / proto: a learned linear map of the [MASK] state (identity init)
     hybrid_weight: float = 0.5  # hybrid: weight of the representative verbalizer
     distance: str = "cosine"  # proto: cosine | euclidean
+    label_word_share: float = 0.0  # proto: initial share of the label words' state in each prototype (learned)
 
     def __post_init__(self) -> None:
         from metaprompt.verbalizers import DISTANCES, VERBALIZERS
@@ -296,6 +297,20 @@ class PeftConfig:
 
         _choice(self.method, "peft.method", ("none", *TUNERS.names()))
         validate_settings(self)  # each method validates its own settings
+
+
+@dataclass
+class BaselineConfig:
+    """``metaprompt baseline --method centroid | linear_probe | setfit`` (metaprompt.baselines)."""
+
+    label_words: bool = True  # each class's label words as one more support example (what the verbalizer gets)
+    C: float | None = None  # linear_probe: inverse regularisation; null: chosen on validation episodes
+    val_episodes: int = 100  # validation-class episodes (seed train.val_seed) that choose C
+
+    def __post_init__(self) -> None:
+        if self.C is not None:
+            _positive(self.C, "baseline.C")
+        _check(self.val_episodes >= 1, "baseline.val_episodes", f"must be ≥ 1, got {self.val_episodes}")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Outer steps: MAML, first-order MAML, MAML++ and Reptile over one inner-loop engine.
+"""Outer steps: MAML, first-order MAML, MAML++, ProtoNet and Reptile over one inner-loop engine.
 
 :meth:`MetaAlgorithm.accumulate` adds one task's meta-gradient (scaled by ``weight``) to the
 ``.grad`` of the meta-parameters; the trainer averages a meta-batch of tasks and steps the
@@ -192,6 +192,21 @@ class MAMLPlusPlus(MetaAlgorithm):
             return super().step_weights(step, total)
         early = max(0.03 / steps, (1.0 - step / self.cfg.multi_step_loss_episodes) / steps)
         return [early] * (steps - 1) + [1.0 - early * (steps - 1)]
+
+
+@ALGORITHMS.register("protonet")
+class ProtoNet(MetaAlgorithm):
+    """Prototypical training (Snell et al. 2017): no inner loop; the meta-gradient is the query
+    loss's gradient at the meta-parameters themselves. For classifiers whose verbalizer builds
+    the classes from the support set (``verbalizer.kind=proto``): the task is "adapted" by its
+    prototypes. ``meta.inner_steps`` is not used in training; an explicit ``steps`` (``eval.steps``)
+    still fine-tunes on the support set at test time."""
+
+    def step_weights(self, step, total):
+        return [1.0]
+
+    def adapt(self, params, task, mode, steps=None, lr=None, keep_all=False):
+        return super().adapt(params, task, mode, steps=0 if steps is None else steps, lr=lr, keep_all=keep_all)
 
 
 @ALGORITHMS.register("reptile")

@@ -41,8 +41,8 @@ class InnerLoopSettings:
     first_order_fraction: float = 0.3
 
     def __post_init__(self) -> None:
-        if self.inner_steps < 1:
-            raise ValueError(f"inner_steps must be ≥ 1, got {self.inner_steps}")
+        if self.inner_steps < 0:  # 0: no inner loop (prototype verbalizers adapt by their prototypes)
+            raise ValueError(f"inner_steps must be ≥ 0, got {self.inner_steps}")
         if not self.inner_lr > 0:
             raise ValueError(f"inner_lr must be > 0, got {self.inner_lr}")
 
@@ -156,6 +156,13 @@ class MAMLpp(Learner):
     algorithm_class = algorithms.MAMLPlusPlus
 
 
+class ProtoNet(Learner):
+    """Prototypical training (Snell et al. 2017): no inner loop, the query loss at the
+    meta-parameters themselves; for prototype verbalizers (``verbalizers.Proto``)."""
+
+    algorithm_class = algorithms.ProtoNet
+
+
 class Reptile(Learner):
     """Reptile (Nichol et al. 2018). :meth:`adapt` runs plain SGD (no graph); :meth:`loss`
     returns the query loss at the adapted weights whose gradient is the pseudo-gradient
@@ -183,4 +190,4 @@ class Reptile(Learner):
 
 
 #: The learner of each algorithm name of the CLI (``meta.algorithm``).
-LEARNERS: dict[str, type[Learner]] = {cls.algorithm_class.name: cls for cls in (MAML, FOMAML, MAMLpp, Reptile)}
+LEARNERS: dict[str, type[Learner]] = {cls.algorithm_class.name: cls for cls in (MAML, FOMAML, MAMLpp, ProtoNet, Reptile)}

@@ -49,6 +49,15 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
+def _mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor, prompt_positions: torch.Tensor | None):
+    """[B, H] mean of ``hidden`` [B, T, H] over the attended positions but the prompt slots."""
+    weights = attention_mask.to(hidden.dtype)
+    if prompt_positions is not None and prompt_positions.shape[1] > 0:
+        weights = weights.scatter(1, prompt_positions, 0.0)
+    weights = weights.unsqueeze(-1)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+
 class MaskedEncoder(nn.Module):
     """Runs a (masked-LM) transformer with soft prompts and returns ``[MASK]`` outputs.
 
@@ -84,10 +93,13 @@ class MaskedEncoder(nn.Module):
         prefix: torch.Tensor | None = None,
         want_vocab: bool = False,
         full: bool | None = None,
+        pool: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``prefix``: deep prompts, ``[layers, 2, P, H]`` (key and value vectors of ``P`` virtual
         tokens at every layer, shared by the batch); see :meth:`prefix_inputs`. ``full``: the
-        caller knows that no row is padded (``Batch.full``)."""
+        caller knows that no row is padded (``Batch.full``). ``pool``: read out the mean of the
+        last hidden states over the real tokens but the soft-prompt slots (what sentence encoders
+        were trained to produce) instead of the state at ``mask_positions``."""
         embeds = self.embed_tokens(input_ids)
         if prompt_embeds is not None and prompt_positions is not None and prompt_positions.shape[1] > 0:
             batch, length = prompt_positions.shape
@@ -102,6 +114,10 @@ class MaskedEncoder(nn.Module):
         kwargs["attention_mask"] = self.prepare_mask(kwargs["attention_mask"], bool(full) and prefix is None,
                                                      embeds.dtype)
         hidden_states = self.encoder(**kwargs)[0]
+        if pool:
+            if want_vocab:
+                raise ModelLoadError("a mean-pooled readout has no masked-LM scores; put [MASK] in the template")
+            return _mean_pool(hidden_states, attention_mask, prompt_positions), None
         rows = torch.arange(hidden_states.shape[0], device=hidden_states.device)
         h_mask = hidden_states[rows, mask_positions]
         if not want_vocab:

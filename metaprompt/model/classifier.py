@@ -109,6 +109,7 @@ class PromptClassifier:
         # Groups that are not learned keep their initial values as constants.
         self.fixed: Params = {k: v for k, v in self._pretrained.items() if k.split(".")[0] not in self.learn}
         self._tokens: dict[str, list[int]] = {}
+        self._label_batches: dict[tuple[int, ...], Batch] = {}
         self._tasks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def _bind(self, part):
@@ -150,6 +151,7 @@ class PromptClassifier:
                              "bound to other label words; build the classifier from a verbalizer spec")
         self.label_words.update(changed)
         self.verbalizer = self._bind(self._verbalizer_spec)
+        self._label_batches.clear()
 
     # -- parameters -------------------------------------------------------------------------------
     def _fresh_init(self) -> Params:
@@ -214,7 +216,8 @@ class PromptClassifier:
     def _encode(self, backbone: Params, batch: Batch, prompt_embeds, prefix, want_vocab: bool):
         kwargs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                       mask_positions=batch.mask_positions, prompt_positions=batch.prompt_positions,
-                      prompt_embeds=prompt_embeds, prefix=prefix, want_vocab=want_vocab, full=batch.full)
+                      prompt_embeds=prompt_embeds, prefix=prefix, want_vocab=want_vocab, full=batch.full,
+                      pool=not self.template.reads_mask)
         with self._autocast():
             if backbone:
                 h_mask, vocab = functional_call(self.encoder, backbone, (), kwargs, strict=False)
@@ -235,12 +238,25 @@ class PromptClassifier:
         support = None
         if self.verbalizer.needs_support:  # prototype verbalizers: the support states under these params
             support = h_mask if batch is task.support else self.encode(params, task.support)[0]
+        extra = {}
+        if getattr(self.verbalizer, "needs_label_states", False):  # the label words read under these params
+            extra["label_states"] = self.encode(params, self.label_batch(task))[0]
         verbalizer_params = split_params(params)["verbalizer"]
         if "verbalizer" not in self.learn:
             verbalizer_params = self.verbalizer.task_params(split_params(self.fixed)["verbalizer"], task)
         elif not self.verbalizer.task_keys <= verbalizer_params.keys():  # meta-level params: derive the task's
             verbalizer_params = self.verbalizer.task_params(verbalizer_params, task)
-        return self.verbalizer.logits(verbalizer_params, h_mask, vocab, task, support=support)
+        return self.verbalizer.logits(verbalizer_params, h_mask, vocab, task, support=support, **extra)
+
+    def label_batch(self, task: Task) -> Batch:
+        """Each class's label words (all of them, one after another) as one input of the template,
+        in the task's class order: how a verbalizer reads a class's name through the same prompt."""
+        key = tuple(task.classes)
+        if key not in self._label_batches:
+            words = self.verbalizer.label_word_ids
+            ids = [[piece for word in words[c] for piece in word][: self.template.text_budget] for c in key]
+            self._label_batches[key] = self.template.batch(ids).to(self.device)
+        return self._label_batches[key]
 
     def loss(self, params: Params, batch: Batch, task: Task) -> torch.Tensor:
         return F.cross_entropy(self(params, batch, task), batch.labels)

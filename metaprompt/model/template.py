@@ -1,7 +1,10 @@
 """Prompt templates: ``"{text} . [P] topic is [MASK] ."`` → token ids, soft-prompt slots, mask position.
 
 ``{text}`` is the example, ``[P]`` marks soft-prompt slots (``prompt.length`` tokens shared
-out over the markers) and ``[MASK]`` is where the verbalizer reads the model. Texts are
+out over the markers) and ``[MASK]`` is where the verbalizer reads the model. A template
+without ``[MASK]`` (``"[P] {text}"``) is read out by mean pooling: the mean of the last hidden
+states over the real tokens but the prompt slots, the sentence embedding that encoders such as
+MiniLM were trained to produce (hidden-state verbalizers only). Texts are
 tokenised once per data set (:meth:`TemplateEncoder.tokenize_texts`); an episode only assembles
 already tokenised pieces and pads them to the longest example of its batch.
 """
@@ -85,8 +88,8 @@ def _pieces(template: str) -> list[str]:
     if not isinstance(template, str):
         raise TemplateError(f"a template is a string with {{text}}, [MASK] and [P] markers, got {template!r}")
     pieces = [p for p in _MARKERS.split(template) if p != ""]
-    if pieces.count("{text}") != 1 or pieces.count("[MASK]") != 1:
-        raise TemplateError(f"template needs exactly one {{text}} and one [MASK]: {template!r}")
+    if pieces.count("{text}") != 1 or pieces.count("[MASK]") > 1:
+        raise TemplateError(f"template needs exactly one {{text}} and at most one [MASK]: {template!r}")
     return pieces
 
 
@@ -147,7 +150,8 @@ class TemplateEncoder:
                     self._segments.append(("ids", ids))
         self.text_leading_space = pieces.index("{text}") > 0
         self._prefix, self._suffix = _special_tokens_around(tokenizer)
-        overhead = len(self._prefix) + len(self._suffix) + 1 + prompt_length
+        self.reads_mask = "[MASK]" in pieces  # else: mean-pooled readout
+        overhead = len(self._prefix) + len(self._suffix) + int(self.reads_mask) + prompt_length
         overhead += sum(len(v) for k, v in self._segments if k == "ids")
         self.text_budget = min(max_text_tokens, max_length - overhead)
         if self.text_budget < 1:
@@ -179,9 +183,9 @@ class TemplateEncoder:
         return [list(ids) for ids in encoded]
 
     def encode(self, text_ids: Sequence[int]) -> tuple[list[int], int, list[int]]:
-        """One example: (input ids, [MASK] position, prompt-slot positions)."""
+        """One example: (input ids, [MASK] position (0 when the template has none), prompt-slot positions)."""
         ids = list(self._prefix)
-        mask_pos = -1
+        mask_pos = 0
         prompt_pos: list[int] = []
         for kind, value in self._segments:
             if kind == "text":

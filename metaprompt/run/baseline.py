@@ -1,6 +1,11 @@
-"""``metaprompt baseline``: one PEFT method, scored on the same fixed test episodes as everything else.
+"""``metaprompt baseline``: a PEFT method or a practitioner's baseline, scored on the same fixed
+test episodes as everything else.
 
     metaprompt baseline --method lora --config configs/demo.yaml --out runs/lora [--init pretrained|meta|both]
+    metaprompt baseline --method centroid --config configs/demo.yaml --out runs/centroid [--set baseline.label_words=false]
+
+The practitioner's baselines (``centroid``, ``linear_probe``, ``setfit``: :mod:`metaprompt.baselines`)
+need no training; see :mod:`metaprompt.run.practitioner`. For PEFT methods:
 
 Precedence of settings: the ``--config`` file (or the defaults), then the method's own
 defaults (its prompt settings and learning rates: ``metaprompt.tuners.<method>.METHOD.defaults``,
@@ -21,7 +26,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                                "on the fixed test episodes")
     # No argparse choices: listing them would import the methods (and torch) to build the parser;
     # an unknown name is refused with the list of methods when the command runs.
-    p.add_argument("--method", required=True, help="a PEFT method of metaprompt.tuners (lora, bitfit, ...)")
+    p.add_argument("--method", required=True, help="a PEFT method of metaprompt.tuners (lora, bitfit, ...) or a "
+                                                  "practitioner's baseline (centroid, linear_probe, setfit)")
     p.add_argument("--config", type=Path, help="YAML config (defaults when omitted)")
     p.add_argument("--out", type=Path, required=True, help="new run directory")
     p.add_argument("--init", choices=list(INITS), default="both",
@@ -34,7 +40,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from metaprompt.config import Config
+    from metaprompt.baselines import BASELINES
+    from metaprompt.config import Config, ConfigError
+
+    from metaprompt.tuners import TUNERS
+
+    if args.method in BASELINES:
+        return _practitioner(args)
+    if args.method not in TUNERS or args.method == "none":
+        peft_methods = ", ".join(m for m in TUNERS.names() if m != "none")
+        raise ConfigError(f"--method: unknown method {args.method!r}; choose a PEFT method ({peft_methods}) or a "
+                          f"practitioner's baseline ({', '.join(BASELINES.names())})")
     from metaprompt.tuners import baseline_overrides
     from metaprompt.run.evaluate import evaluate
     from metaprompt.run.integrity import check_test_source, data_record, pinned_config
@@ -67,4 +83,21 @@ def run(args) -> int:
         else:
             train(cfg, args.out, setup=setup)
         evaluate(args.out, json_path=args.json, inits=INITS[args.init], setup=setup, force=args.force)
+    return 0
+
+
+def _practitioner(args) -> int:
+    from metaprompt.config import Config
+    from metaprompt.run.practitioner import format_row, run_baseline, write_baseline
+    from metaprompt.run.rundir import check_output_file, check_run_dir
+
+    cfg = Config.load(args.config, args.overrides)
+    check_run_dir(args.out, resume=False)
+    if args.json is not None:
+        check_output_file(args.json, "--json", args.force)
+    results = run_baseline(cfg, args.method, progress=cfg.log.progress)
+    path = write_baseline(results, args.out)
+    if args.json is not None:
+        args.json.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+    print(format_row(results))
     return 0

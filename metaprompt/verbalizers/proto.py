@@ -1,8 +1,11 @@
-"""``proto``: class prototypes of the support ``[MASK]`` states, cosine or Euclidean."""
+"""``proto``: class prototypes of the support ``[MASK]`` states, cosine or Euclidean, optionally
+mixed with the class's label words read through the same prompt."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 
 from metaprompt import checks
@@ -22,18 +25,40 @@ class ProtoVerbalizer(Verbalizer):
     −s · ‖h − c‖² / H (the squared distance per dimension, so one scale suits any width).
     The temperature s starts at ``verbalizer.scale`` and is meta-learned; with
     ``verbalizer.learn_transform`` a linear map of the states (identity init) is learned too.
+
+    ``label_word_share`` > 0 (cosine only) starts each prototype where nearest centroid with the
+    label words as extra support starts, and lets meta-training move it: the prototype is
+    ``(1 − a) · n(mean of n(support states)) + a · n(state of the label words)`` (n: L2
+    normalisation), the label words read as an input of the template under the same fast
+    weights; a = sigmoid(``label_word_logit``) starts at ``label_word_share`` and is meta-learned.
     """
 
     needs_support = True
 
-    def init_params(self, generator):
-        return scale_and_transform(self)
+    @property
+    def needs_label_states(self) -> bool:
+        return self.spec.label_word_share > 0
 
-    def logits(self, params, h_mask, vocab_logits, task, support=None):
+    def init_params(self, generator):
+        params = scale_and_transform(self)
+        share = self.spec.label_word_share
+        if share > 0:
+            params["label_word_logit"] = torch.tensor(math.log(share / (1.0 - share)))
+        return params
+
+    def logits(self, params, h_mask, vocab_logits, task, support=None, label_states=None):
         states = apply_transform(params, support_states(self, support, task))
         h = apply_transform(params, h_mask)
-        protos = class_means(states, task.support.labels, len(task.classes))
         scale = params["log_scale"].exp()
+        if "label_word_logit" in params:
+            if label_states is None:
+                raise ValueError("verbalizer proto with label_word_share > 0 needs the label words' states")
+            share = torch.sigmoid(params["label_word_logit"])
+            means = F.normalize(class_means(F.normalize(states, dim=-1), task.support.labels, len(task.classes)), dim=-1)
+            words = F.normalize(apply_transform(params, label_states), dim=-1)
+            protos = (1 - share) * means + share * words
+            return scale * (F.normalize(h, dim=-1) @ F.normalize(protos, dim=-1).T)
+        protos = class_means(states, task.support.labels, len(task.classes))
         if self.spec.distance == "euclidean":
             return -scale * (h.unsqueeze(1) - protos.unsqueeze(0)).pow(2).mean(-1)
         return scale * (F.normalize(h, dim=-1) @ F.normalize(protos, dim=-1).T)
@@ -50,7 +75,12 @@ class Proto(Prototypes):
 
     learn_transform: bool = False
     distance: str = "cosine"
+    label_word_share: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         checks.choice(self.distance, "verbalizer.distance", DISTANCES)
+        checks.check(0.0 <= self.label_word_share < 1.0, "verbalizer.label_word_share",
+                     f"must be in [0, 1), got {self.label_word_share!r}")
+        checks.check(self.label_word_share == 0 or self.distance == "cosine", "verbalizer.label_word_share",
+                     "mixes normalised states: it needs verbalizer.distance=cosine")

@@ -1,0 +1,93 @@
+"""``metaprompt baseline --method centroid | linear_probe | setfit``: a practitioner's baseline on
+the fixed test episodes that ``metaprompt eval`` scores, written as a results file.
+
+No training, no run directory to resume: the baseline reads each text as the prompt classifier
+does (``data.max_text_tokens`` word pieces plus the tokenizer's special tokens), with each class's
+label words as one more support example unless ``baseline.label_words=false``. The logistic
+regression's ``C`` is chosen on validation-class episodes (``baseline.val_episodes``, seed
+``train.val_seed``) unless ``baseline.C`` is set. The score is a row of ``references`` of the
+results file (``results`` is empty: there is no init), so a report pairs it, episode by episode,
+with every results file of the same ``episodes_sha256``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from metaprompt.baselines import BASELINES, MeanPooledEmbedder, score
+from metaprompt.baselines.linear_probe import C_GRID
+from metaprompt.config import Config
+from metaprompt.results import check_results
+from metaprompt.run.evaluate import test_episodes
+from metaprompt.run.integrity import check_test_source, data_record
+from metaprompt.run.jsonio import dumps_strict
+from metaprompt.run.provenance import git_commit, peak_rss_mb, provenance
+from metaprompt.run.setup import Setup, build_setup, fixed_episodes
+from metaprompt.run.stats import ci95_note, fmt_pct, mean_ci95
+
+
+def reference_name(method: str, label_words: bool) -> str:
+    return f"{method}{'+label_words' if label_words else ''}"
+
+
+def choose_settings(setup: Setup, method: str, embed: MeanPooledEmbedder, label_words) -> tuple[dict, dict | None]:
+    """The method's settings, and how they were chosen (on validation episodes) when they were."""
+    b = setup.cfg.baseline
+    if method != "linear_probe" or b.C is not None:
+        return ({"C": b.C} if method == "linear_probe" else {}), None
+    _, val = fixed_episodes(setup, "val", b.val_episodes, setup.cfg.train.val_seed)
+    tried = {c: mean_ci95(score(BASELINES.get(method)(C=c), embed, setup.dataset.texts, val, label_words)[0])[0]
+             for c in C_GRID}
+    best = max(tried, key=tried.get)
+    return {"C": best}, {"on": f"{len(val)} validation episodes (seed {setup.cfg.train.val_seed})",
+                         "validation_accuracy": {str(c): v for c, v in tried.items()}}
+
+
+def run_baseline(cfg: Config, method: str, progress: bool = True) -> dict[str, Any]:
+    """Score ``method`` on the test episodes of ``cfg``; returns the results dict (not written)."""
+    spec_class = BASELINES.get(method)
+    setup = build_setup(cfg)
+    check_test_source(setup)
+    header, test, sha = test_episodes(setup, cfg.eval.episodes)
+    words = cfg.baseline.label_words
+    label_words = setup.dataset.label_words if words else None
+    # The text the prompt classifier reads: data.max_text_tokens word pieces and the special tokens.
+    embed = MeanPooledEmbedder(setup.backbone, max_length=cfg.data.max_text_tokens + 2, device=setup.device)
+    settings, selected = choose_settings(setup, method, embed, label_words)
+    spec = spec_class(**settings)
+    accs, seconds = score(spec, embed, setup.dataset.texts, test, label_words, progress=progress)
+    mean, ci = mean_ci95(accs)
+    note = ci95_note(len(accs))
+    row = {"name": reference_name(method, words), "accuracy_mean": mean, "accuracy_ci95": ci,
+           **({"accuracy_ci95_note": note} if note else {}), "accuracies_per_episode": accs, "seconds": seconds,
+           "description": f"{spec.title}; settings {spec.settings()}"
+                          f"{'; chosen on ' + selected['on'] if selected else ''}; label words as one more support "
+                          f"example: {'yes' if words else 'no'}; {cfg.data.max_text_tokens} word pieces per text"}
+    d = cfg.data
+    return {"label": cfg.label, "dataset": d.dataset, "n_way": d.n_way, "k_shot": d.k_shot, "n_query": d.n_query,
+            "split": "test", "test_classes": [int(c) for c in setup.dataset.splits.test],
+            "data_files": data_record(setup), "n_episodes": len(test), "episodes_sha256": sha,
+            "episodes_seed": header.get("seed"), "model": cfg.model.name, "seed": cfg.seed, "commit": git_commit(),
+            "method": f"baseline:{method}", "adaptation": {"mode": method, "settings": spec.settings(),
+                                                          "selected": selected, "label_words": words},
+            "results": [], "references": [row], "data_sha256": setup.dataset.sha256,
+            "peak_rss_mb": peak_rss_mb(), "provenance": provenance(), "config": cfg.to_dict()}
+
+
+def write_baseline(results: dict[str, Any], out: Path) -> Path:
+    """``out``/results.json (``out`` a new or empty directory)."""
+    from metaprompt.run.rundir import RESULTS_FILE, check_run_dir, owned
+
+    check_run_dir(out, resume=False)
+    path = Path(out) / RESULTS_FILE
+    check_results(results, path)
+    with owned(Path(out), "baseline"):
+        path.write_text(dumps_strict(results, indent=2), encoding="utf-8")
+    return path
+
+
+def format_row(results: dict[str, Any]) -> str:
+    row = results["references"][0]
+    return (f"{results['dataset']} {results['n_way']}-way {results['k_shot']}-shot, {results['n_episodes']} test "
+            f"episodes (sha256 {results['episodes_sha256'][:12]}): {row['name']} "
+            f"{fmt_pct(row['accuracy_mean'], row['accuracy_ci95'])} ({row['seconds']:.0f} s)")
