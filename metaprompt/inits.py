@@ -20,8 +20,8 @@ from metaprompt.errors import UserError
 from metaprompt.model.backbone import Backbone
 from metaprompt.model.classifier import PromptClassifier
 from metaprompt.model.template import Template
-from metaprompt.run.checkpoint import load_init as read_init_file
-from metaprompt.run.checkpoint import save_init as write_init_file
+from metaprompt.run.checkpoint import read_init_file
+from metaprompt.run.checkpoint import write_init_file
 
 INIT_FILE = "init.safetensors"
 EXPORT_META = "metaprompt.json"

@@ -166,7 +166,7 @@ def load_export(path: str | Path, model: str | None = None) -> ExportedInit:
     raises :class:`LoadError`."""
     from metaprompt.config import Config, ConfigError
     from metaprompt.run.checkpoint import CheckpointError
-    from metaprompt.run.checkpoint import load_init as read_init
+    from metaprompt.run.checkpoint import read_init_file as read_init
 
     path = Path(path)
     if not path.is_dir():

@@ -26,7 +26,7 @@ def test_defaults_and_overrides_are_typed(tmp_path):
     ("data.n_way=1", "data.n_way"),
     ("data.dataset=huffpots", "Did you mean 'huffpost'"),
     ("model.freeze_backbone=maybe", "expected bool"),
-    ("prompt.template={text} topic", "[MASK]"),
+    ("prompt.template={text} [MASK] topic [MASK]", "[MASK]"),
     ("train.lr=nan", "train.lr"),
     ("meta.engine=jax", "torch_func"),
     ("inner_lr", "key=value"),

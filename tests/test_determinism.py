@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from episodes import ClassSplits, EpisodeSampler, episodes_sha256, serialize_episodes
 from metaprompt.cli import main
-from metaprompt.run.checkpoint import load_init
+from metaprompt.run.checkpoint import read_init_file
 from tests.conftest import tiny_overrides
 from tests.tiny import cli_sets
 
@@ -34,8 +34,8 @@ def test_two_runs_give_identical_metrics_and_results(tmp_path, tiny_data, tiny_m
         results.append(json.loads((run / "results.json").read_text()))
     a, b = tmp_path / "a", tmp_path / "b"
     assert (a / "metrics.jsonl").read_bytes() == (b / "metrics.jsonl").read_bytes()
-    best_a, info_a = load_init(a / "best.safetensors")
-    best_b, info_b = load_init(b / "best.safetensors")
+    best_a, info_a = read_init_file(a / "best.safetensors")
+    best_b, info_b = read_init_file(b / "best.safetensors")
     assert info_a == info_b and all(torch.equal(best_a[k], best_b[k]) for k in best_a)
     ra, rb = results
     for row_a, row_b in zip(ra["results"] + ra["references"], rb["results"] + rb["references"], strict=True):

@@ -18,7 +18,7 @@ import sys
 import pytest
 import torch
 
-from metaprompt.run.checkpoint import load_checkpoint, load_init
+from metaprompt.run.checkpoint import load_checkpoint, read_init_file
 from tests.conftest import tiny_overrides
 
 ALGORITHMS = ("fomaml", "maml", "maml++", "reptile")
@@ -108,7 +108,7 @@ def _assert_same_run(one, two):
     # Validation episodes are split over the processes and merged: the same curve and best step.
     history = lambda c: [(p["step"], round(p["val_accuracy"], 6)) for p in c["state"]["history"]]  # noqa: E731
     assert history(a) == history(b) and len(history(a)) == a["state"]["step"] + 1
-    assert load_init(one / "best.safetensors")[1]["step"] == load_init(two / "best.safetensors")[1]["step"]
+    assert read_init_file(one / "best.safetensors")[1]["step"] == read_init_file(two / "best.safetensors")[1]["step"]
     lines = lambda run: [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     la, lb = lines(one), lines(two)
     assert [x["step"] for x in la] == [x["step"] for x in lb]

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from metaprompt.cli import main
 from metaprompt.config import Config
-from metaprompt.run.checkpoint import save_init
+from metaprompt.run.checkpoint import write_init_file
 from metaprompt.run.export import ExportError, export_run
 from metaprompt.run.setup import build_setup
 from tests.conftest import tiny_overrides
@@ -44,7 +44,7 @@ def _fake_run(tmp_path, tiny_data, model_dir, name="run", seed=0, **extra):
     run = tmp_path / name
     run.mkdir()
     (run / "config.yaml").write_text(cfg.to_yaml())
-    save_init(run / "best.safetensors", params, {"step": 1, "val_accuracy": 0.5})
+    write_init_file(run / "best.safetensors", params, {"step": 1, "val_accuracy": 0.5})
     return run, setup, params
 
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from metaprompt.cli import main
-from metaprompt.run.checkpoint import CheckpointError, load_checkpoint, load_init, save_checkpoint, save_init
+from metaprompt.run.checkpoint import CheckpointError, load_checkpoint, read_init_file, save_checkpoint, write_init_file
 from tests.conftest import tiny_overrides
 from tests.tiny import cli_sets
 
@@ -37,7 +37,7 @@ def _assert_saved_files_finite(run: Path) -> int:
     ckpt = load_checkpoint(run / "checkpoint.safetensors")
     assert _all_finite(ckpt["params"])
     if (run / "best.safetensors").exists():
-        best, _ = load_init(run / "best.safetensors")
+        best, _ = read_init_file(run / "best.safetensors")
         assert _all_finite(best)
     return ckpt["state"]["step"]
 
@@ -96,11 +96,11 @@ def test_update_that_overflows_stops_before_anything_is_saved(tmp_path, tiny_dat
 
 def test_checkpoint_files_refuse_nan(tmp_path):
     params = {"prompt.embeds": torch.zeros(2, 3), "verbalizer.log_scale": torch.zeros(())}
-    save_init(tmp_path / "best.safetensors", params, {"step": 0})
+    write_init_file(tmp_path / "best.safetensors", params, {"step": 0})
     before = (tmp_path / "best.safetensors").read_bytes()
     params["prompt.embeds"][1, 2] = float("nan")
     with pytest.raises(CheckpointError, match="'prompt.embeds' has non-finite values"):
-        save_init(tmp_path / "best.safetensors", params, {"step": 1})
+        write_init_file(tmp_path / "best.safetensors", params, {"step": 1})
     optimizer = torch.optim.Adam([p.requires_grad_() for p in params.values()])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     with pytest.raises(CheckpointError, match="non-finite"):
@@ -230,7 +230,7 @@ def test_sigkill_at_random_moments_and_inside_checkpoint_writes(tmp_path, tiny_d
     a, b = load_checkpoint(reference / "checkpoint.safetensors"), load_checkpoint(ckpt)
     assert a["state"]["step"] == b["state"]["step"] == 40
     assert all(torch.equal(a["params"][k], b["params"][k]) for k in a["params"])
-    best_a, info_a = load_init(reference / "best.safetensors")
-    best_b, info_b = load_init(run / "best.safetensors")
+    best_a, info_a = read_init_file(reference / "best.safetensors")
+    best_b, info_b = read_init_file(run / "best.safetensors")
     assert info_a == info_b and all(torch.equal(best_a[k], best_b[k]) for k in best_a)
     assert _metrics(reference) == _metrics(run)

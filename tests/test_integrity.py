@@ -19,8 +19,8 @@ from safetensors import safe_open
 
 from metaprompt.cli import main
 from metaprompt.results import read_results
-from metaprompt.run.checkpoint import (CheckpointError, atomic_save, load_checkpoint, load_init, save_checkpoint,
-                                       save_init)
+from metaprompt.run.checkpoint import (CheckpointError, atomic_save, load_checkpoint, read_init_file, save_checkpoint,
+                                       write_init_file)
 from metaprompt.run.tensorfile import CHECKSUM_KEY
 from tests.conftest import tiny_overrides
 from tests.tiny import cli_sets
@@ -207,7 +207,7 @@ def _poison(path: Path, value: float, which: int = 0) -> str:
         tensors = {k: handle.get_tensor(k) for k in handle.keys()}
     name = [k for k, v in tensors.items() if v.is_floating_point() and v.numel()][which]
     tensors[name].view(-1)[0] = value
-    atomic_save(tensors, metadata, path)  # the writer, without save_init's finite check
+    atomic_save(tensors, metadata, path)  # the writer, without write_init_file's finite check
     return name
 
 
@@ -281,7 +281,7 @@ def test_one_validation_episode_gives_strict_metrics_and_summary(tmp_path, tiny_
     summary = _strict((run / "train_summary.json").read_text())
     assert all(point["val_ci95"] is None for point in summary["validation"])
     _strict((run / "run.json").read_text())
-    assert load_init(run / "best.safetensors")[1]["val_ci95"] is None
+    assert read_init_file(run / "best.safetensors")[1]["val_ci95"] is None
 
 
 def test_strict_writer_never_writes_nan():
@@ -305,7 +305,7 @@ def test_saving_the_same_tensors_twice_gives_the_same_bytes(tmp_path):
     info = {f"key{i}": i for i in range(12)}  # many metadata keys: hash-map order differed from save to save
     hashes = set()
     for i in range(6):
-        save_init(tmp_path / f"init{i}.safetensors", params, info)
+        write_init_file(tmp_path / f"init{i}.safetensors", params, info)
         hashes.add(_sha(tmp_path / f"init{i}.safetensors"))
     assert len(hashes) == 1
     optimizer = torch.optim.Adam([p.requires_grad_() for p in params.values()])
@@ -339,7 +339,7 @@ def test_two_identical_runs_and_exports_give_identical_files(tmp_path, tiny_data
 # ---------------------------------------------------------------- damaged headers, hand-edited files
 
 
-@pytest.mark.parametrize("file, read", [("best.safetensors", load_init), ("checkpoint.safetensors", load_checkpoint)])
+@pytest.mark.parametrize("file, read", [("best.safetensors", read_init_file), ("checkpoint.safetensors", load_checkpoint)])
 def test_every_flipped_byte_in_a_header_is_a_clear_error(trained, tmp_path, file, read):
     good = (trained / file).read_bytes()
     size = 8 + int.from_bytes(good[:8], "little")

@@ -15,7 +15,7 @@ from metaprompt.model.backbone import load_backbone
 from metaprompt.prompts import PROMPTS
 from metaprompt.tuners import TUNERS, baseline_overrides
 from metaprompt.run.adaptation import adapt_sgd
-from metaprompt.run.checkpoint import load_checkpoint, load_init
+from metaprompt.run.checkpoint import load_checkpoint, read_init_file
 from metaprompt.run.evaluate import evaluate
 from metaprompt.run.export import export_run
 from metaprompt.run.setup import build_setup, fixed_episodes
@@ -120,11 +120,11 @@ def test_method_trains_adapts_exports(method, tmp_path, tiny_data, tiny_models):
     out = export_run(run, tmp_path / "export")
     meta = json.loads((out / "metaprompt.json").read_text())
     assert meta["config"]["peft"]["method"] == method
-    tensors, _ = load_init(out / "init.safetensors")
+    tensors, _ = read_init_file(out / "init.safetensors")
     fresh = build_setup(Config.from_dict(meta["config"]))
     expected = fresh.classifier.init_params()
     assert {k: v.shape for k, v in expected.items()} == {k: tensors[k].shape for k in expected}
-    best, _ = load_init(run / "best.safetensors")
+    best, _ = read_init_file(run / "best.safetensors")
     task = setup.task(episodes[0])
     assert torch.equal(setup.classifier.predict(best, task.query, task),
                        fresh.classifier.predict(tensors, task.query, task))

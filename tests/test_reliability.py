@@ -617,7 +617,7 @@ def test_full_disk_during_eval_or_export_is_one_error(earlier_run, tmp_path, cap
     _expect_error(capsys, ["eval", str(copy), "--init", "pretrained", "--episodes", "1"], "No space left on device",
                   "run the same command again")
     assert list(copy.glob("*.partial.jsonl"))  # the scored episode is kept
-    monkeypatch.setattr(exporting, "save_init", full)
+    monkeypatch.setattr(exporting, "write_init_file", full)
     _expect_error(capsys, ["export", str(copy), "--out", str(tmp_path / "x")], "No space left on device",
                   "nothing was written")
     assert not (tmp_path / "x").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".x")]

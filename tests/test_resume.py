@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from metaprompt.run.checkpoint import load_checkpoint, load_init, read_safetensors
+from metaprompt.run.checkpoint import load_checkpoint, read_init_file, read_safetensors
 from tests.conftest import tiny_overrides
 
 
@@ -54,8 +54,8 @@ def test_sigkill_and_resume_matches_uninterrupted_run(tmp_path, tiny_data, tiny_
     assert a["state"]["step"] == b["state"]["step"] == 40
     for name in a["params"]:
         assert torch.equal(a["params"][name], b["params"][name]), name
-    best_a, info_a = load_init(full / "best.safetensors")
-    best_b, info_b = load_init(killed / "best.safetensors")
+    best_a, info_a = read_init_file(full / "best.safetensors")
+    best_b, info_b = read_init_file(killed / "best.safetensors")
     assert info_a == info_b
     assert all(torch.equal(best_a[k], best_b[k]) for k in best_a)
     summary_a = json.loads((full / "train_summary.json").read_text())

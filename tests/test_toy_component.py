@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from metaprompt.cli import main
 from metaprompt.config import Config
 from metaprompt.errors import ConfigError
-from metaprompt.run.checkpoint import save_init
+from metaprompt.run.checkpoint import write_init_file
 from metaprompt.run.setup import build_setup
 from tests.conftest import tiny_overrides
 from tests.tiny import meta_grad
@@ -39,7 +39,7 @@ def test_a_prompt_kind_in_one_file_is_configured_trained_and_exported(tmp_path, 
     run.mkdir()
     (run / "config.yaml").write_text(cfg.to_yaml())
     params = {k: v.detach() + 0.01 for k, v in setup.classifier.init_params().items()}
-    save_init(run / "best.safetensors", params, {"step": 1, "val_accuracy": 0.5})
+    write_init_file(run / "best.safetensors", params, {"step": 1, "val_accuracy": 0.5})
     out = tmp_path / "export"
     assert main(["export", str(run), "--out", str(out), "--format", "peft"]) == 0
     meta = json.loads((out / "metaprompt.json").read_text())

@@ -52,7 +52,7 @@ def _pretrained(embed):
         except ImportError as exc:
             raise UserError("baseline method 'setfit' needs the setfit library: pip install 'metaprompt[setfit]'") from exc
         path = getattr(embed.backbone, "path", None) or embed.backbone.name
-        model = SetFitModel.from_pretrained(path, device=str(embed.device))
+        model = SetFitModel.from_pretrained(path, device=str(embed.device), trust_remote_code=False)
         model.model_body.max_seq_length = embed.max_length
         _MODELS[key] = model
     return _MODELS[key]

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from metaprompt.run.checkpoint import save_checkpoint, save_init
+from metaprompt.run.checkpoint import save_checkpoint, write_init_file
 from metaprompt.run.jsonio import dumps_strict
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ class Checkpoints(Callback):
 
     def on_validation(self, trainer, point, improved):
         if improved:
-            save_init(self.best, trainer.learner.params,
+            write_init_file(self.best, trainer.learner.params,
                       {"step": point["step"], "val_accuracy": point["val_accuracy"], "val_ci95": point["val_ci95"],
                        **self.info, "episodes": point["episodes"]})
 

@@ -28,7 +28,7 @@ INIT_FIELDS = ("format", "info")
 CHECKPOINT_FIELDS = ("format", "param_names", "optimizer_layout", "optimizer_groups", "scheduler", "state")
 
 __all__ = ["CHECKPOINT_FORMAT", "INIT_FORMAT", "CheckpointError", "atomic_save", "check_finite", "load_checkpoint",
-           "load_init", "read_safetensors", "save_checkpoint", "save_init"]
+           "read_init_file", "read_safetensors", "save_checkpoint", "write_init_file"]
 
 
 def atomic_save(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> None:
@@ -85,13 +85,13 @@ def _floating(tensors: dict[str, torch.Tensor], names, path: Path) -> None:
                                   "parameters are floating-point: the file is damaged")
 
 
-def save_init(path: Path, params: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
+def write_init_file(path: Path, params: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
     """A learned init: the meta-parameters and a JSON description (step, validation, config)."""
     check_finite(params, path)
     atomic_save(dict(params), {"format": INIT_FORMAT, "info": dumps_strict(info)}, path)
 
 
-def load_init(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def read_init_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The tensors and description of an init, every one checked (finite, floating, named fields)."""
     tensors, metadata = read_safetensors(path, fields=INIT_FIELDS)
     _format(metadata, path, INIT_FORMAT, "init")

@@ -31,7 +31,7 @@ from metaprompt.meta.engines import build_engine
 from metaprompt.model.backbone import ARCHITECTURE_FACTS
 from metaprompt.tuners import method_label
 from metaprompt.run.adaptation import adapt_and_score
-from metaprompt.run.checkpoint import load_init
+from metaprompt.run.checkpoint import read_init_file
 from metaprompt.run.eval_progress import EpisodeScores, eval_fingerprint
 from metaprompt.run.integrity import check_data_unchanged, data_record, read_test_episodes
 from metaprompt.run.jsonio import dumps_strict, read_json
@@ -134,7 +134,7 @@ def load_meta_params(run_dir: Path, setup: Setup) -> tuple[dict[str, torch.Tenso
     path = run_dir / BEST_FILE
     if not path.is_file():
         raise EvalError(f"{path} not found: {_how_to_train(run_dir)}")
-    tensors, info = load_init(path)
+    tensors, info = read_init_file(path)
     trained, here = info.get("base_model"), setup.backbone.facts()
     if isinstance(trained, dict):  # inits written before base models were recorded: the shape check below
         differ = [k for k in ARCHITECTURE_FACTS if trained.get(k) != here[k]]

@@ -47,7 +47,7 @@ from typing import Any
 import torch
 
 from metaprompt.config import Config
-from metaprompt.run.checkpoint import CheckpointError, load_init, save_init
+from metaprompt.run.checkpoint import CheckpointError, read_init_file, write_init_file
 from metaprompt.run.export.card import model_card
 from metaprompt.run.export.formats import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, BACKBONE_ADAPTER_DIR, BASE_MODEL_DIR,
                                            CARD_FILE, EXPORT_FORMAT, FORMATS, INIT_FILE, META_FILE, PEFT_TASK_TYPE,
@@ -161,7 +161,7 @@ def _export(run_dir: Path, out: Path, fmt: str, verify: bool, allow_data_change:
     check_config_unedited(run_dir, original)
     cfg = Config.load(run_dir / CONFIG_FILE, ["model.device=cpu"])  # exports are built on the CPU
     try:
-        learned, info = load_init(run_dir / BEST_FILE)  # checked finite: the error names the run's file
+        learned, info = read_init_file(run_dir / BEST_FILE)  # checked finite: the error names the run's file
     except CheckpointError as err:
         raise ExportError(str(err)) from None
 
@@ -223,7 +223,7 @@ def _export(run_dir: Path, out: Path, fmt: str, verify: bool, allow_data_change:
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        save_init(staging / INIT_FILE, tensors, info)
+        write_init_file(staging / INIT_FILE, tensors, info)
         if fmt == "peft":
             meta["peft"] = write_peft(staging, setup, tensors, verify)
             if not meta["peft"]["available"]:
