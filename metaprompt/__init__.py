@@ -30,6 +30,7 @@ _EXPORTS = {
     "EvaluationResult": "metaprompt.evaluation",
     "save_init": "metaprompt.inits",
     "load_init": "metaprompt.inits",
+    "export_peft": "metaprompt.inits",
     "MetaTrainer": "metaprompt.run.trainer",
 }
 # sub-packages reachable as attributes (mp.prompts.SoftPrompt, ...)

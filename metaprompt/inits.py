@@ -1,4 +1,5 @@
-"""A learned init on disk and back: ``save_init(clf, init, DIR)`` and ``clf, init = load_init(DIR)``.
+"""A learned init on disk and back: ``save_init(clf, init, DIR)`` and ``clf, init = load_init(DIR)``;
+``export_peft(clf, init, DIR)`` writes it as files Hugging Face ``peft`` loads.
 
 A saved init is a folder with ``init.safetensors`` (the tensors and, in its metadata, how to
 build the classifier again: backbone name, template, the prompt, verbalizer and tuner specs,
@@ -120,3 +121,42 @@ def load_init(folder: str | Path, backbone: Backbone | None = None,
         if name not in tensors or tensors[name].shape != value.shape:
             raise InitLoadError(f"{where}: '{name}' is missing or has another shape than the classifier needs")
     return classifier, {k: v.to(classifier.device) for k, v in tensors.items()}
+
+
+def export_peft(classifier: PromptClassifier, init: Mapping[str, torch.Tensor], folder: str | Path,
+                verify: bool = True) -> dict[str, Any]:
+    """Write ``init`` of ``classifier`` as files Hugging Face ``peft`` loads (a prompt-tuning or
+    prefix adapter, a LoRA / IA3 adapter, the verbalizer's tensors), as ``metaprompt export
+    --format peft`` does for a run; returns how to use them (also written to ``folder/peft.json``).
+    ``verify``: load the files with peft and compare its states with metaprompt's.
+
+    The classifier must be built from specs, with ``tuner`` None or a method's name."""
+    import json
+    from types import SimpleNamespace
+
+    from metaprompt.config import Config
+    from metaprompt.config.sections import PromptConfig
+    from metaprompt.run.export.formats import ExportError
+    from metaprompt.run.export.peft_files import write_peft
+
+    spec = classifier._prompt_spec or classifier.prompt.spec
+    if classifier.tuner is not None and not isinstance(classifier.tuner, str):
+        raise TypeError("export_peft: build the classifier with tuner=<method name> (e.g. 'lora') to export it; "
+                        "settings objects are not mapped to a peft config here")
+    prompt_keys = {f.name for f in dataclasses.fields(PromptConfig)}
+    prompt = {k: v for k, v in dataclasses.asdict(spec).items() if k in prompt_keys}
+    backbone = classifier.backbone
+    cfg = Config.from_dict({
+        "model": {"name": backbone.path, "mlm_head": "yes" if backbone.has_mlm_head else "no",
+                  "freeze_backbone": classifier.backbone_trainable is None or classifier.tuner is not None,
+                  "max_length": classifier.template.max_length},
+        "prompt": {**prompt, "kind": spec.kind, "template": classifier.template.template},
+        "peft": {"method": classifier.tuner or "none"}}, source="export_peft")
+    setup = SimpleNamespace(cfg=cfg, backbone=backbone, classifier=classifier, template=classifier.template)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    usage = write_peft(folder, setup, {k: v.detach() for k, v in init.items()}, verify)
+    if not usage.get("available", True):
+        raise ExportError(f"export_peft: no peft equivalent: {usage['reason']}")
+    (folder / "peft.json").write_text(json.dumps(usage, indent=2), encoding="utf-8")
+    return usage

@@ -202,6 +202,24 @@ def test_save_and_load_give_the_same_classifier_and_init(backbone, data, tmp_pat
         mp.save_init(clf, {}, tmp_path / "empty")
 
 
+def test_export_peft_writes_files_peft_reproduces(backbone, data, tmp_path):
+    # a template that starts with [P]: peft's prepended virtual tokens are then exactly metaprompt's prompt
+    clf = mp.PromptClassifier(backbone, mp.Template("[P] {text} . topic is [MASK] .", max_length=48, max_text_tokens=16),
+                              mp.prompts.SoftPrompt(length=2, init_text="the topic"), mp.verbalizers.Soft())
+    init = {k: v.detach() + 0.01 for k, v in clf.init_params().items()}  # not the pretrained init
+    usage = mp.export_peft(clf, init, tmp_path / "peft")
+    assert usage["available"] and usage["peft_type"] == "PROMPT_TUNING"
+    assert usage["verified_max_abs_diff"] is not None and usage["verified_max_abs_diff"] < 1e-4
+    assert json.loads((tmp_path / "peft" / "peft.json").read_text())["peft_type"] == "PROMPT_TUNING"
+    assert (tmp_path / "peft" / "adapter_model.safetensors").is_file()
+    pooled = mp.PromptClassifier(backbone, template="[P] {text}", prompt=mp.prompts.SoftPrompt(length=2),
+                                 verbalizer=mp.verbalizers.Proto())
+    from metaprompt.errors import UserError
+
+    with pytest.raises(UserError, match="no \\[MASK\\]"):
+        mp.export_peft(pooled, pooled.init_params(), tmp_path / "pooled")
+
+
 # -- the trainer --------------------------------------------------------------------------------------------
 def test_the_trainer_resumes_to_the_uninterrupted_run(backbone, data, tmp_path):
     def trainer(run, episodes):

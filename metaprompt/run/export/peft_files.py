@@ -48,6 +48,9 @@ def write_peft(out: Path, setup, tensors: dict[str, torch.Tensor], verify: bool)
     has_prompt = prompt.has_prompt
     if has_prompt and prompt.peft_export is None:
         return {"available": False, "reason": prompt.no_peft_reason}
+    if not setup.template.reads_mask:
+        return {"available": False, "reason": "the template has no [MASK]: the classifier reads the mean-pooled "
+                                              "text states, which a peft model does not compute by itself"}
     if backbone_kind == "unavailable":
         return {"available": False, "reason": method_of(cfg).no_peft_reason}
     groups = split_params(tensors)
