@@ -51,7 +51,10 @@ def validation_curve(run: Path) -> list[dict]:
 
 
 def compare(cell: str, run: Path) -> dict:
-    results = read_results(run / "results.json")
+    """``run``: the recipe's run directory (its results.json), or one of its results files."""
+    results_file = run if run.is_file() else run / "results.json"
+    run = results_file.parent
+    results = read_results(results_file)
     base = json.loads((BASELINES / f"{cell}.json").read_text())
     if results["episodes_sha256"] != base["episodes_sha256"]:
         raise SystemExit(f"{cell}: {run}/results.json scored other episodes than the baselines "
@@ -74,7 +77,7 @@ def compare(cell: str, run: Path) -> dict:
                 ours, _committed_meta(base))},
             "baselines": rows, "strongest": strongest["baseline"],
             "commands": [f"metaprompt train --config configs/recipes/{cell.rsplit('-', 1)[0]}.yaml --out {run}",
-                         f"metaprompt eval {run}", " ".join(["python", *sys.argv])],
+                         results["provenance"]["command"], " ".join(["python", *sys.argv])],
             "provenance": provenance()}
 
 
@@ -125,7 +128,8 @@ def plot(done: list[dict], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cell", choices=CELLS)
-    parser.add_argument("--run", type=Path, help="the recipe's run directory (evaluated on the cell's episodes)")
+    parser.add_argument("--run", type=Path, help="the recipe's run directory (evaluated on the cell's episodes), or "
+                                                 "one of its results files (e.g. results.meta-600ep.json)")
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     if args.cell:

@@ -1,0 +1,39 @@
+"""The committed comparison with the practitioner baselines: the recipe's rows were scored on the
+baselines' episodes with the committed recipe config, and the README quotes them as committed."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from metaprompt.config import Config, without_runtime_keys
+
+pytestmark = pytest.mark.docs
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "experiments" / "results" / "recipes"
+BASELINES = ROOT / "experiments" / "results" / "baselines"
+CELLS = sorted(RECIPES.glob("*.json"))
+
+
+@pytest.mark.parametrize("path", CELLS, ids=[p.stem for p in CELLS])
+def test_a_recipe_row_pairs_with_its_cells_baselines_and_config(path):
+    res = json.loads(path.read_text())
+    base = json.loads((BASELINES / f"{res['cell']}.json").read_text())
+    assert res["episodes_sha256"] == base["episodes_sha256"]
+    assert len(res["recipe"]["accuracies_per_episode"]) == base["n_episodes"] == res["n_episodes"]
+    recipe = ROOT / "configs" / "recipes" / f"{res['cell'].rsplit('-', 1)[0]}.yaml"
+    committed = Config.from_dict(yaml.safe_load(recipe.read_text()), source=str(recipe))
+    scored = Config.from_dict(res["recipe"]["config"], source=str(path))
+    assert without_runtime_keys(scored.to_dict()) == without_runtime_keys(committed.to_dict())
+
+
+def test_the_readme_quotes_the_committed_comparison():
+    if not (RECIPES / "README.md").is_file():
+        pytest.skip("no recipe results committed")
+    table = [line for line in (RECIPES / "README.md").read_text().splitlines() if line.startswith("| ")]
+    readme = (ROOT / "README.md").read_text()
+    for line in table[2:]:  # the rows (not the header)
+        assert line in readme, f"README.md does not quote this committed row: {line}"
