@@ -54,7 +54,7 @@ class PromptedPrototypes(torch.nn.Module):
     def __init__(self, backbone, max_text_tokens: int, length: int, init_text: str, pool: str = "text"):
         super().__init__()
         self.tokenizer = backbone.tokenizer
-        self.bert = backbone.encoder.encoder
+        self.bert = backbone.encoder.transformer
         for p in self.bert.parameters():
             p.requires_grad_(False)
         self.bert.eval()

@@ -108,7 +108,7 @@ def plot(done: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(done), 3.6))
+    fig, ax = plt.subplots(figsize=(max(4.8, 1.8 + 1.6 * len(done)), 3.6))
     names = ("committed meta init", "strongest baseline", "recipe")
     for i, res in enumerate(done):
         best = next(r for r in res["baselines"] if r["baseline"] == res["strongest"])
@@ -118,7 +118,7 @@ def plot(done: list[dict], path: Path) -> None:
                    color=("#999999", "#e69f00", "#0072b2")[j], label=name if i == 0 else None, capsize=2)
     ax.set_xticks(range(len(done)), [r["cell"].replace("-prompt", "") for r in done])
     ax.set_ylabel("accuracy (%) ± 95% CI")
-    ax.set_title("600 fixed test episodes per cell, offline MiniLM")
+    ax.set_title("offline MiniLM, 600 fixed test episodes per cell", fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120, metadata={"Software": None})

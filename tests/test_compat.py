@@ -38,7 +38,7 @@ def test_cache_argument_is_found_by_behaviour_and_fills_every_layer(tiny_models,
     embeds = torch.randn(1, 5, backbone.hidden_size)
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)  # the name found is the current one: no deprecation
-        backbone.encoder.encoder(inputs_embeds=embeds, attention_mask=torch.ones(1, 5, dtype=torch.long),
+        backbone.encoder.transformer(inputs_embeds=embeds, attention_mask=torch.ones(1, 5, dtype=torch.long),
                                  **{name: cache})
     pairs = compat.cache_pairs(cache)
     assert len(pairs) == backbone.config.num_hidden_layers
@@ -57,7 +57,7 @@ def test_a_name_the_encoder_swallows_is_not_taken_for_a_cache(tiny_models, monke
     """An unknown keyword that the encoder's **kwargs swallows leaves the cache empty: rejected."""
     backbone = load_backbone(tiny_models("bert"))
     monkeypatch.setattr(compat, "CACHE_ARGUMENTS", ("no_such_cache_argument",))
-    assert compat.find_cache_argument(backbone.encoder.encoder) is None
+    assert compat.find_cache_argument(backbone.encoder.transformer) is None
 
 
 @pytest.mark.parametrize("family, start", [("bert", 0), ("distilbert", 0), ("roberta", None)])
@@ -75,11 +75,11 @@ def test_explicit_positions_from_first_position_reproduce_the_encoder(tiny_model
     enc = backbone.encoder
     embeds = torch.randn(2, 6, backbone.hidden_size)
     mask = torch.ones(2, 6, dtype=torch.long)
-    own = enc.encoder(inputs_embeds=embeds, attention_mask=mask)[0]
+    own = enc.transformer(inputs_embeds=embeds, attention_mask=mask)[0]
     ids = torch.arange(enc.first_position, enc.first_position + 6).expand(2, 6)
-    given = enc.encoder(inputs_embeds=embeds, attention_mask=mask, position_ids=ids)[0]
+    given = enc.transformer(inputs_embeds=embeds, attention_mask=mask, position_ids=ids)[0]
     torch.testing.assert_close(own, given)
-    shifted = enc.encoder(inputs_embeds=embeds, attention_mask=mask, position_ids=ids + 1)[0]
+    shifted = enc.transformer(inputs_embeds=embeds, attention_mask=mask, position_ids=ids + 1)[0]
     assert not torch.allclose(own, shifted, atol=1e-5)
 
 

@@ -62,7 +62,7 @@ def test_prompt_vectors_land_in_the_slots(tiny_models, family):
     hidden = backbone.hidden_size
     prompt = torch.randn(2, hidden)
     captured = {}
-    handle = backbone.encoder.encoder.register_forward_pre_hook(
+    handle = backbone.encoder.transformer.register_forward_pre_hook(
         lambda module, args, kwargs: captured.update(kwargs), with_kwargs=True)
     try:
         backbone.encoder(batch.input_ids, batch.attention_mask, batch.mask_positions, batch.prompt_positions, prompt)

@@ -32,7 +32,7 @@ def test_a_template_without_mask_reads_the_mean_of_the_text_states(backbone):
     embeds = clf.encoder.embed_tokens(batch.input_ids)
     index = batch.prompt_positions.unsqueeze(-1).expand(-1, -1, embeds.shape[-1])
     embeds = embeds.scatter(1, index, params["prompt.embeds"].unsqueeze(0).expand(2, -1, -1))
-    hidden = clf.encoder.encoder(inputs_embeds=embeds, attention_mask=batch.attention_mask)[0]
+    hidden = clf.encoder.transformer(inputs_embeds=embeds, attention_mask=batch.attention_mask)[0]
     for row in range(2):
         keep = [t for t in range(batch.input_ids.shape[1])
                 if batch.attention_mask[row, t] and t not in batch.prompt_positions[row].tolist()]

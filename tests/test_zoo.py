@@ -121,9 +121,9 @@ def test_a_masked_prefix_changes_nothing(tiny_config, family):
     embeds = enc.embed_tokens(batch.input_ids)
     prefix = torch.randn(setup.backbone.config.num_hidden_layers, 2, 3, setup.backbone.hidden_size)
     with torch.no_grad():
-        plain = enc.encoder(inputs_embeds=embeds, attention_mask=batch.attention_mask)[0]
-        hidden = enc.encoder(inputs_embeds=embeds, **enc.prefix_inputs(prefix, batch.attention_mask, 0))[0]
-        shown = enc.encoder(inputs_embeds=embeds, **enc.prefix_inputs(prefix, batch.attention_mask))[0]
+        plain = enc.transformer(inputs_embeds=embeds, attention_mask=batch.attention_mask)[0]
+        hidden = enc.transformer(inputs_embeds=embeds, **enc.prefix_inputs(prefix, batch.attention_mask, 0))[0]
+        shown = enc.transformer(inputs_embeds=embeds, **enc.prefix_inputs(prefix, batch.attention_mask))[0]
     rows = batch.attention_mask.bool()
     torch.testing.assert_close(hidden[rows], plain[rows], atol=1e-5, rtol=1e-5)
     assert not torch.allclose(shown[rows], plain[rows], atol=1e-4)

@@ -37,7 +37,7 @@ class MeanPooledEmbedder:
     def __call__(self, texts: Sequence[str]) -> torch.Tensor:
         todo = [t for t in dict.fromkeys(texts) if t not in self._cache]
         tokenizer = self.backbone.tokenizer
-        model = self.backbone.encoder.encoder  # the transformer without any task head
+        model = self.backbone.encoder.transformer  # the transformer without any task head
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start:start + self.batch_size]
             enc = tokenizer(list(chunk), truncation=True, max_length=self.max_length, padding=True,

@@ -77,7 +77,7 @@ class MaskedEncoder(nn.Module):
         self.checkpointed_blocks = 0
 
     @property
-    def encoder(self) -> nn.Module:
+    def transformer(self) -> nn.Module:
         return self.model.base_model
 
     def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -113,7 +113,7 @@ class MaskedEncoder(nn.Module):
             kwargs.update(self.prefix_inputs(prefix, attention_mask))
         kwargs["attention_mask"] = self.prepare_mask(kwargs["attention_mask"], bool(full) and prefix is None,
                                                      embeds.dtype)
-        hidden_states = self.encoder(**kwargs)[0]
+        hidden_states = self.transformer(**kwargs)[0]
         if pool:
             if want_vocab:
                 raise ModelLoadError("a mean-pooled readout has no masked-LM scores; put [MASK] in the template")
@@ -156,9 +156,9 @@ class MaskedEncoder(nn.Module):
         padded = torch.tensor([[1] * 6, [1] * 4 + [0] * 2], device=param.device)
         ones = torch.ones_like(padded)
         try:
-            want = [self.encoder(inputs_embeds=embeds, attention_mask=m)[0] for m in (padded, ones)]
+            want = [self.transformer(inputs_embeds=embeds, attention_mask=m)[0] for m in (padded, ones)]
             self.mask_format = kind
-            got = [self.encoder(inputs_embeds=embeds, attention_mask=self.prepare_mask(m, full, embeds.dtype))[0]
+            got = [self.transformer(inputs_embeds=embeds, attention_mask=self.prepare_mask(m, full, embeds.dtype))[0]
                    for m, full in ((padded, False), (ones, True))]
         except (TypeError, ValueError, RuntimeError, IndexError):
             self.mask_format = None
@@ -216,14 +216,14 @@ class MaskedEncoder(nn.Module):
     def cache_argument(self) -> str | None:
         """The keyword the encoder takes a key/value cache under (probed once; None: none)."""
         if not hasattr(self, "_cache_argument"):
-            self._cache_argument = compat.find_cache_argument(self.encoder)
+            self._cache_argument = compat.find_cache_argument(self.transformer)
         return self._cache_argument
 
     @property
     def first_position(self) -> int:
         """The position id of a sequence's first token (0, or after the padding index; probed once)."""
         if not hasattr(self, "_first_position"):
-            self._first_position = compat.first_position(self.encoder)
+            self._first_position = compat.first_position(self.transformer)
         return self._first_position
 
     def prefix_inputs(self, prefix: torch.Tensor, attention_mask: torch.Tensor, mask_value: int = 1) -> dict:

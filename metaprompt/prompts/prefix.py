@@ -61,9 +61,9 @@ class PrefixPrompt(PromptEncoder):
         embeds = encoder.embed_tokens(input_ids)
         prefix = torch.randn(self.layers, 2, 2, self.hidden, device=device)
         try:
-            plain = encoder.encoder(inputs_embeds=embeds, attention_mask=mask)[0]
-            hidden = encoder.encoder(inputs_embeds=embeds, **encoder.prefix_inputs(prefix, mask, mask_value=0))[0]
-            shown = encoder.encoder(inputs_embeds=embeds, **encoder.prefix_inputs(prefix, mask))[0]
+            plain = encoder.transformer(inputs_embeds=embeds, attention_mask=mask)[0]
+            hidden = encoder.transformer(inputs_embeds=embeds, **encoder.prefix_inputs(prefix, mask, mask_value=0))[0]
+            shown = encoder.transformer(inputs_embeds=embeds, **encoder.prefix_inputs(prefix, mask))[0]
         except (TypeError, ValueError, RuntimeError, IndexError) as err:
             raise ModelLoadError(f"model type '{self.backbone.config.model_type}' cannot take key/value prefixes "
                                  f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
@@ -82,7 +82,7 @@ class PrefixPrompt(PromptEncoder):
         cache = new_cache()  # an encoder's attention appends its keys/values to a cache it is given
         embeds = vectors.unsqueeze(0).to(device)
         mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=device)
-        encoder.encoder(inputs_embeds=embeds, attention_mask=mask, **{encoder.cache_argument: cache})
+        encoder.transformer(inputs_embeds=embeds, attention_mask=mask, **{encoder.cache_argument: cache})
         out = []
         for keys, values in cache_pairs(cache):
             # [1, heads, L, head_dim] → [L, H]

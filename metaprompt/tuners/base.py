@@ -84,7 +84,7 @@ def used_names(backbone: "Backbone", needs_vocab: bool) -> set[str]:
     only does for a verbalizer that reads vocabulary logits. Counting those as trainable would
     inflate a method's parameter count with tensors whose gradient is always zero.
     """
-    base = {id(p) for n, p in backbone.encoder.encoder.named_parameters() if not n.startswith("pooler.")}
+    base = {id(p) for n, p in backbone.encoder.transformer.named_parameters() if not n.startswith("pooler.")}
     return {n for n, p in backbone.encoder.named_parameters()
             if (id(p) in base) or (needs_vocab and ".pooler." not in n)}
 
