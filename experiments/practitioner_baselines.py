@@ -34,7 +34,7 @@ from episodes.store import episodes_sha256  # noqa: E402
 from metaprompt.config import Config  # noqa: E402
 from metaprompt.model.backbone import load_backbone  # noqa: E402
 from metaprompt.baselines import BASELINES, MeanPooledEmbedder, score  # noqa: E402
-from metaprompt.baselines.linear_probe import C_GRID  # noqa: E402
+from metaprompt.baselines.linear_probe import choose_C  # noqa: E402
 from metaprompt.run.jsonio import dumps_strict  # noqa: E402
 from metaprompt.run.provenance import provenance  # noqa: E402
 from metaprompt.run.setup import load_data  # noqa: E402
@@ -76,9 +76,7 @@ def run_cell(cell: str, val_episodes: int, progress: bool) -> dict:
             name = f"{method}{' + label words' if words else ''}"
             settings = {}
             if method == "linear_probe":  # C chosen on validation classes
-                tried = {c: mean_ci95(score(BASELINES.get(method)(C=c), embed, texts, val, label_words)[0])[0]
-                         for c in C_GRID}
-                settings["C"] = max(tried, key=tried.get)
+                settings["C"], tried = choose_C(embed, texts, val, label_words)
                 validation.append({"baseline": name, "C": {str(c): v for c, v in tried.items()},
                                    "chosen": settings["C"]})
             accs, seconds = score(BASELINES.get(method)(**settings), embed, texts, test, label_words,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from metaprompt.config import Config
+from metaprompt.config import Config, flat
 
 pytestmark = pytest.mark.docs
 
@@ -35,19 +35,9 @@ def test_docs_cite_only_files_of_this_repository(doc):
         assert (ROOT / path).exists(), f"{doc.name} cites {path}, which this repository does not have"
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
-
-
 def test_readme_lists_how_the_demo_config_differs_from_the_defaults():
-    defaults = _flat(Config.load(None).to_dict())
-    demo = _flat(Config.load(ROOT / "configs" / "demo.yaml").to_dict())
+    defaults = flat(Config.load(None).to_dict())
+    demo = flat(Config.load(ROOT / "configs" / "demo.yaml").to_dict())
     differing = {key: (demo[key], defaults[key]) for key in defaults if demo[key] != defaults[key]}
     readme = " ".join(_text(ROOT / "README.md").split())
     paragraph = readme.split("`configs/demo.yaml` is what `make demo` runs", 1)[1].split("The keys most often", 1)[0]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from metaprompt.baselines import BASELINES, MeanPooledEmbedder, score
-from metaprompt.baselines.linear_probe import C_GRID
+from metaprompt.baselines.linear_probe import choose_C
 from metaprompt.config import Config
 from metaprompt.results import check_results
 from metaprompt.run.evaluate import test_episodes
@@ -36,9 +36,7 @@ def choose_settings(setup: Setup, method: str, embed: MeanPooledEmbedder, label_
     if method != "linear_probe" or b.C is not None:
         return ({"C": b.C} if method == "linear_probe" else {}), None
     _, val = fixed_episodes(setup, "val", b.val_episodes, setup.cfg.train.val_seed)
-    tried = {c: mean_ci95(score(BASELINES.get(method)(C=c), embed, setup.dataset.texts, val, label_words)[0])[0]
-             for c in C_GRID}
-    best = max(tried, key=tried.get)
+    best, tried = choose_C(embed, setup.dataset.texts, val, label_words)
     return {"C": best}, {"on": f"{len(val)} validation episodes (seed {setup.cfg.train.val_seed})",
                          "validation_accuracy": {str(c): v for c, v in tried.items()}}
 
