@@ -237,6 +237,13 @@ def test_native_export_loads_back_with_identical_predictions(tmp_path, tiny_data
     classifier, same = metaprompt.load_init(out)
     assert all(torch.equal(same[k].cpu(), params[k].detach().cpu()) for k in params)
     assert torch.equal(classifier.predict(same, task.query, task), setup.classifier.predict(params, task.query, task))
+    # ... and takes tasks of new data with their own label words (the notebook path of docs/export.md).
+    data = metaprompt.EpisodeData.from_texts([f"{w} text {i}" for w in ("alpha", "beta", "gamma") for i in range(3)],
+                                             [w for w in ("alpha", "beta", "gamma") for _ in range(3)],
+                                             splits={"test": ["alpha", "beta", "gamma"]})
+    new = next(data.episodes("test", n_way=3, k_shot=1, n_query=2, seed=0, count=1))
+    result = metaprompt.evaluate(classifier, same, [new], adapt="sgd", steps=1)
+    assert len(result) == 1 and 0.0 <= result.mean <= 1.0
     # `metaprompt load` describes it; a second export into the same directory is refused.
     assert main(["load", str(out)]) == 0
     said = capsys.readouterr().out

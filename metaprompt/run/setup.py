@@ -152,16 +152,19 @@ def build_setup(cfg: Config) -> Setup:
     template = Template(cfg.prompt.template, cfg.model.max_length, cfg.data.max_text_tokens).bind(
         backbone.tokenizer, prompt_spec.shallow_length, backbone.max_positions)
     words = label_word_ids(backbone.tokenizer, dataset.label_words)
-    prompt = prompt_spec.bind(backbone, words, dataset.splits.train)
-    verbalizer = cfg.verbalizer.spec().bind(backbone, words)
+    verbalizer_spec = cfg.verbalizer.spec()
+    verbalizer = verbalizer_spec.bind(backbone, words)  # bound here only to ask what it needs of the backbone
     autocast = torch.bfloat16 if cfg.model.dtype == "bfloat16" else None
     # peft.method: inject LoRA/IA3/adapters in place; the predicate names the tensors to adapt.
     trainable = apply_tuner(backbone, cfg.peft.method, cfg.peft, cfg.seed, needs_vocab=verbalizer.needs_vocab)
     if trainable is None and not cfg.model.freeze_backbone:  # every weight that reaches the output
         trainable = used_names(backbone, verbalizer.needs_vocab).__contains__
-    classifier = PromptClassifier(backbone, template, prompt, verbalizer, learn=cfg.meta.learn,
+    # The specs (not the bound parts) go to the classifier with the data set's label words, so that
+    # it can take tasks of classes with other label words later (a notebook after load_init).
+    classifier = PromptClassifier(backbone, template, prompt_spec, verbalizer_spec, learn=cfg.meta.learn,
                                   train_backbone=trainable or False, seed=cfg.seed,
-                                  device=device, autocast_dtype=autocast)
+                                  device=device, autocast_dtype=autocast, label_words=dataset.label_words,
+                                  train_classes=dataset.splits.train)
     tokens = tokenize_dataset(dataset, template)
     return Setup(cfg, dataset, tokens, backbone, template, classifier, device)
 
