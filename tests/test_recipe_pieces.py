@@ -109,3 +109,11 @@ def _task():
         [0, 0, 0, 1, 1, 1] * 2, splits={"train": [0, 1], "val": [], "test": []},
         label_names={0: "alpha", 1: "beta gamma"})
     return next(iter(data.episodes("train", n_way=2, k_shot=2, n_query=2, seed=0, count=1)))
+
+
+def test_the_model_card_says_which_state_a_proto_verbalizer_reads_and_its_learned_share():
+    card = mp.verbalizers.Proto.card
+    assert "[MASK] states" in card({"readout": "mask", "temperature": 10.0})
+    text = card({"readout": "mean_pooled", "temperature": 12.5, "learned_label_word_share": 0.6182})
+    assert "mean-pooled text states" in text and "[MASK]" not in text
+    assert "learned share 0.6182" in text and "temperature 12.5" in text

@@ -137,7 +137,11 @@ class Prototypes(Scaled):
 
     @classmethod
     def card(cls, facts):
-        return (f"`{cls.kind}`: class prototypes from the support examples' [MASK] states, temperature "
+        states = ("mean-pooled text states" if facts.get("readout") == "mean_pooled" else "[MASK] states")
+        share = facts.get("learned_label_word_share")
+        words = (f", each mixed with the state of its class's label words (learned share {share:.4g})"
+                 if share is not None else "")
+        return (f"`{cls.kind}`: class prototypes from the support examples' {states}{words}, temperature "
                 f"{facts.get('temperature', float('nan')):.6g} (see docs/zoo.md for the formula).")
 
 

@@ -202,7 +202,7 @@ def _export(run_dir: Path, out: Path, fmt: str, verify: bool, allow_data_change:
         "auto_class": "AutoModelForMaskedLM" if setup.backbone.has_mlm_head else "AutoModel",
         "template": cfg.prompt.template,
         "prompt": cfg.to_dict()["prompt"],
-        "verbalizer": {**cfg.to_dict()["verbalizer"], **_verbalizer_facts(tensors)},
+        "verbalizer": {**cfg.to_dict()["verbalizer"], **_verbalizer_facts(tensors, setup.template.reads_mask)},
         "peft_method": cfg.peft.method,
         "label_words": {str(k): v for k, v in dataset.label_words.items()},
         "label_word_ids": {str(k): v for k, v in words.items()},
@@ -247,10 +247,14 @@ def _export(run_dir: Path, out: Path, fmt: str, verify: bool, allow_data_change:
     return out
 
 
-def _verbalizer_facts(tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
-    facts: dict[str, Any] = {}
+def _verbalizer_facts(tensors: dict[str, torch.Tensor], reads_mask: bool) -> dict[str, Any]:
+    """What the model card says of the learned verbalizer: its temperature, learned label-word share,
+    and the state it reads (the [MASK] state, or the mean-pooled text states of a template without one)."""
+    facts: dict[str, Any] = {"readout": "mask" if reads_mask else "mean_pooled"}
     if "verbalizer.log_scale" in tensors:
         facts["temperature"] = float(tensors["verbalizer.log_scale"].exp())
+    if "verbalizer.label_word_logit" in tensors:
+        facts["learned_label_word_share"] = float(torch.sigmoid(tensors["verbalizer.label_word_logit"]))
     facts["learned_transform"] = "verbalizer.transform" in tensors
     return facts
 
