@@ -1,7 +1,7 @@
 """Aggregate results JSON into report.md with tables and plots (see ``experiments/reporting``).
 
     python experiments/report.py experiments/results/cpu --out experiments/results/cpu \
-        --title "metaprompt studies, cpu profile"
+        --title "metaprompt studies, cpu profile" --baselines experiments/results/baselines
     python experiments/report.py runs/a runs/b/results.json --out report/ --no-plots
 """
 from __future__ import annotations

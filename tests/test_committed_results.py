@@ -63,13 +63,16 @@ def test_each_results_file_names_its_command_commit_model_and_data():
 def test_committed_report_is_what_report_makes_of_the_committed_results(tmp_path):
     copy = tmp_path / "cpu"
     shutil.copytree(RESULTS, copy, ignore=shutil.ignore_patterns("*.png", "report.md"))
-    fresh = build_report([copy], copy, title=TITLE).read_text().splitlines()
+    baselines = tmp_path / "baselines"  # beside the copy, as experiments/results/baselines is beside cpu/
+    shutil.copytree(RESULTS.parent / "baselines", baselines)
+    fresh = build_report([copy], copy, title=TITLE, baselines=[baselines]).read_text().splitlines()
     committed = (RESULTS / "report.md").read_text().splitlines()
     # line 3 says when and by which command line the report was generated
     assert len(fresh) == len(committed)
     differing = [i + 1 for i, (a, b) in enumerate(zip(fresh, committed)) if a != b and i != 2]
     assert not differing, f"report.md is stale from line {differing[0]}: rerun `python experiments/report.py " \
-                          f"experiments/results/cpu --out experiments/results/cpu --title \"{TITLE}\"`"
+                          f"experiments/results/cpu --out experiments/results/cpu --title \"{TITLE}\" " \
+                          f"--baselines experiments/results/baselines`"
     for line in committed:
         if line.startswith("![") and "(" in line:
             assert (RESULTS / line.split("(", 1)[1].rstrip(")")).is_file(), line

@@ -350,3 +350,88 @@ def test_an_ood_row_borrows_the_pretrained_row_of_a_results_file_older_than_an_e
     assert "pretrained init: `frozen/reuters-1shot`" in table_row(provenance, "| ood/huffpost-to-reuters |")
     # a different eval setting (the selection on) changes the pretrained score: nothing is borrowed
     assert "pretrained init:" not in table_row(provenance, "| ood/selecting |")
+
+
+def baseline_cell(accs: dict[str, list[float]], *, sha: str = EPISODES[("huffpost", 1)],
+                  truncation: str = "40 word pieces of text + [CLS]/[SEP]") -> dict:
+    """A per-cell JSON as experiments/practitioner_baselines.py writes it."""
+    rows = []
+    for name, values in accs.items():
+        mean, ci = mean_ci95(values)
+        rows.append({"baseline": name, "method": name.split(" + ")[0], "label_words": " + label words" in name,
+                     "settings": {}, "accuracy_mean": mean, "accuracy_ci95": ci, "accuracies_per_episode": values,
+                     "seconds": 3.0})
+    return {"cell": "huffpost-1shot-prompt", "dataset": "huffpost", "n_way": 5, "k_shot": 1, "n_query": 15,
+            "n_episodes": 4, "episodes_sha256": sha, "model": "minilm-offline", "data_sha256": SHA["huffpost"],
+            "truncation": truncation, "baselines": rows,
+            "provenance": {"command": "practitioner_baselines.py --cells huffpost-1shot-prompt", "commit": "f" * 40}}
+
+
+def baseline_results(method: str, words: bool, accs: list[float], sha: str) -> dict:
+    """A results file as `metaprompt baseline --method M` writes it: the score is a reference row."""
+    res = results("huffpost", 1, accs, None, label="baselines")
+    mean, ci = mean_ci95(accs)
+    res.update({"method": f"baseline:{method}", "episodes_sha256": sha, "results": [],
+                "adaptation": {"mode": method, "settings": {}, "selected": None, "label_words": words},
+                "references": [{"name": method + ("+label_words" if words else ""), "accuracy_mean": mean,
+                                "accuracy_ci95": ci, "accuracies_per_episode": accs, "seconds": 1.0}]})
+    res["config"]["data"]["max_text_tokens"] = 40
+    return res
+
+
+def test_practitioner_baselines_on_the_same_episodes_are_paired_and_the_strongest_named(tmp_path):
+    meta = [0.6, 0.8, 0.4, 1.0]
+    res = results("huffpost", 1, [0.2, 0.4, 0.2, 0.4], meta, label="frozen")
+    res["config"]["data"]["max_text_tokens"] = 40
+    write_run(tmp_path / "results" / "frozen" / "huffpost-1shot", res)
+    folder = tmp_path / "baselines"
+    folder.mkdir()
+    (folder / "huffpost-1shot-prompt.json").write_text(json.dumps(baseline_cell({
+        "centroid": [0.4, 0.8, 0.6, 0.6],  # mean 60.0
+        "linear_probe + label words": [0.8, 0.8, 0.6, 0.8]})))  # mean 75.0: the strongest
+    # the same episodes, but the texts cut at 64 word pieces: not paired
+    (folder / "longer.json").write_text(json.dumps(baseline_cell({"linear_probe": [1.0, 1.0, 1.0, 1.0]},
+                                                                 truncation="64 word pieces of text")))
+    (folder / "README.md").write_text("not JSON")
+    # results files of `metaprompt baseline`, among the inputs: one on the same episodes, one on others
+    write_run(tmp_path / "results" / "baselines" / "centroid-words",
+              baseline_results("centroid", True, [0.6, 0.6, 0.6, 0.6], EPISODES[("huffpost", 1)]))
+    write_run(tmp_path / "results" / "baselines" / "setfit",
+              baseline_results("setfit", False, [0.9, 0.9, 0.9, 0.9], "9" * 64))
+    report = build_report([tmp_path / "results"], tmp_path / "out", plots=False, baselines=[folder]).read_text()
+    assert "1 result(s) in 1 study" in report  # a baseline's results file is no row of a study
+
+    # by hand: meta − centroid = [.2, 0, -.2, .4]: mean 10.0, s = √(.2/3), CI 1.96·s/2 = 25.3; 2 better, 1 worse
+    #          meta − centroid + label words (a results file, all 0.6) = [0, .2, -.2, .4]: the same
+    #          meta − linear_probe + label words = [-.2, 0, -.2, .2]: mean -5.0, s = √(.11/3), CI 18.8; 1 / 2
+    best = table_row(section(report, "frozen"), "| huffpost | 1-shot", "label words:")
+    assert "| linear_probe + label words: 75.0 ± " in best and best.endswith("| -5.0 ± 18.8 (1 / 2) |")
+    cell = section(report, "Practitioner baselines")
+    assert "Strongest baseline: **linear_probe + label words** (75.0 ± " in cell
+    header = next(line for line in cell.splitlines() if line.startswith("| study |"))
+    assert header == ("| study | config | meta-learned init | Δ meta − centroid | "
+                      "Δ meta − centroid + label words | Δ meta − linear_probe + label words (strongest) |")
+    assert table_row(cell, "| frozen |").endswith(
+        "| 70.0 ± 25.3 | +10.0 ± 25.3 (2 / 1) | +10.0 ± 25.3 (2 / 1) | -5.0 ± 18.8 (1 / 2) |")
+    assert "| **linear_probe + label words** | 75.0 ± " in cell
+    # not paired, and said so: other episodes (setfit), another truncation (linear_probe at 64)
+    missing = cell.split("Not paired with any row", 1)[1]
+    assert "- setfit (huffpost 5-way 1-shot, 4 episodes, sha256 `999999999999`" in missing
+    assert "- linear_probe (huffpost 5-way 1-shot, 4 episodes, sha256 `111111111111`, minilm-offline, 64 word" \
+           in missing
+    assert "Δ meta − setfit" not in report and "Δ meta − linear_probe |" not in report
+    assert "`practitioner_baselines.py --cells huffpost-1shot-prompt`" in cell
+
+
+def test_baselines_command_line_options(tree, tmp_path, capsys):
+    run_dir = tree["root"] / "main" / "huffpost-1shot"
+    (tmp_path / "none").mkdir()
+    assert report_main([str(run_dir), "--out", str(tmp_path / "a"), "--no-plots", "--baselines",
+                        str(tmp_path / "none")]) == 2
+    assert "no per-cell baselines JSON" in capsys.readouterr().err
+    # the committed baselines are of other episodes than the synthetic rows: listed, never paired
+    assert report_main([str(run_dir), "--out", str(tmp_path / "b"), "--no-plots"]) == 0
+    report = (tmp_path / "b" / "report.md").read_text()
+    assert "Not paired with any row" in report and "Strongest baseline" not in report
+    assert report_main([str(run_dir), "--out", str(tmp_path / "c"), "--no-plots", "--no-baselines"]) == 0
+    assert "Practitioner baselines" not in (tmp_path / "c" / "report.md").read_text()

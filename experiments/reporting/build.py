@@ -12,14 +12,18 @@ from typing import Any, Sequence
 
 from metaprompt.errors import UserError
 
+from .baselines import attach_baselines, baselines_section, from_results, is_baseline_results, \
+    load_baseline_dirs, study_table
 from .describe import study_key
 from .entries import Entry, ReportError, attach_pretrained, attach_references, find_results, load_entry, \
     read_json_or_none
-from .plots import plot_bars, plot_curves, slug
+from .plots import plot_bars, plot_baselines, plot_curves, slug
 from .sections import ood_section, provenance_section, template_section
 from .tables import accuracy_table, overview_table, significance_table
 
 REPORT_FILE = "report.md"
+#: The per-cell baselines of experiments/practitioner_baselines.py: read unless --baselines or --no-baselines.
+DEFAULT_BASELINES = Path(__file__).resolve().parents[1] / "results" / "baselines"
 
 HOW_TO_READ = (
     "How to read: accuracy is the mean over the test episodes ± the half-width of its 95% confidence "
@@ -73,6 +77,7 @@ def study_section(study: str, members: list[Entry], everything: list[Entry], out
         lines += [str(meta["notes"]), ""]
     lines += accuracy_table(members)
     lines += _comparison(members)
+    lines += study_table(members)
     lines += template_section(members)
     lines += ood_section(members, everything)
     if plots:
@@ -93,16 +98,24 @@ def _check_out_dir(out_dir: Path) -> None:
 
 
 def build_report(paths: Sequence[str | Path], out_dir: str | Path, title: str | None = None,
-                 plots: bool = True, command: str | None = None) -> Path:
-    """Write ``out_dir/report.md`` (and PNG plots) for the results found under ``paths``."""
+                 plots: bool = True, command: str | None = None, baselines: Sequence[str | Path] = ()) -> Path:
+    """Write ``out_dir/report.md`` (and PNG plots) for the results found under ``paths``, with the
+    practitioner baselines of the per-cell JSON in the ``baselines`` folders (and of any
+    ``metaprompt baseline`` results among ``paths``) beside the rows on the same episodes."""
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
     found = find_results(paths)
     if not found:
         raise ReportError("no results JSON found")
-    entries = [load_entry(path, root) for path, root in found]
+    loaded = [load_entry(path, root) for path, root in found]
+    entries = [e for e in loaded if not is_baseline_results(e.results)]
+    practitioner = [b for e in loaded if is_baseline_results(e.results) for b in from_results(e)]
+    practitioner += load_baseline_dirs(baselines)
+    if not entries:
+        raise ReportError("only practitioner baselines found: no results JSON of a run to compare them with")
     attach_references(entries)
     attach_pretrained(entries)
+    unattached = attach_baselines(entries, practitioner)
     out_dir.mkdir(parents=True, exist_ok=True)
     studies: dict[str, list[Entry]] = {}
     for e in sorted(entries, key=study_key):
@@ -114,6 +127,8 @@ def build_report(paths: Sequence[str | Path], out_dir: str | Path, title: str | 
         except ImportError:
             plots, plot_note = False, "Plots skipped: matplotlib is not installed (`pip install metaprompt[plots]`)."
 
+    baseline_lines = baselines_section(entries, unattached, out_dir,
+                                       plot_baselines(entries, out_dir) if plots else None)
     lines = [f"# {title or 'metaprompt report'}", "",
              f"{len(entries)} result(s) in {len(studies)} stud{'y' if len(studies) == 1 else 'ies'}; generated "
              f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}" + (f" by `{command}`" if command else "")
@@ -122,10 +137,12 @@ def build_report(paths: Sequence[str | Path], out_dir: str | Path, title: str | 
         lines += [plot_note, ""]
     if len(studies) > 1:
         lines += ["## Contents", ""] + [f"- [{s}](#{slug(s).lower()})" for s in studies] + \
+                 (["- [Practitioner baselines](#practitioner-baselines)"] if baseline_lines else []) + \
                  ["- [All rows by data set and shot](#all-rows-by-data-set-and-shot)",
                   "- [Provenance](#provenance)", ""]
     for study, members in studies.items():
         lines += study_section(study, members, entries, out_dir, plots)
+    lines += baseline_lines
     if len(studies) > 1:
         lines += ["## All rows by data set and shot", "",
                   "Rows of every study on the same test episodes side by side (bold: best of the column within a "
@@ -149,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="folder for report.md and the PNG plots")
     parser.add_argument("--title", help="report title")
     parser.add_argument("--no-plots", action="store_true", help="tables only")
+    parser.add_argument("--baselines", type=Path, action="append", metavar="DIR",
+                        help="folder (or file) of per-cell practitioner-baseline JSON from "
+                             "experiments/practitioner_baselines.py, paired with the rows on the same episodes; "
+                             f"repeatable; default: {DEFAULT_BASELINES.relative_to(DEFAULT_BASELINES.parents[2])} "
+                             "when it exists (results files of `metaprompt baseline` are read among the inputs)")
+    parser.add_argument("--no-baselines", action="store_true", help="read no per-cell baselines JSON")
     return parser
 
 
@@ -158,7 +181,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = " ".join(["python experiments/report.py", *argv])
     try:
-        path = build_report(args.paths, args.out, title=args.title, plots=not args.no_plots, command=command)
+        if args.no_baselines:
+            baselines = []
+        else:
+            baselines = args.baselines or ([DEFAULT_BASELINES] if DEFAULT_BASELINES.is_dir() else [])
+        path = build_report(args.paths, args.out, title=args.title, plots=not args.no_plots, command=command,
+                            baselines=baselines)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -49,6 +49,7 @@ class Entry:
     pretrained_from: str | None = None  # cell whose identical pretrained-init row is borrowed
     borrowed: dict[str, dict[str, Any]] = field(default_factory=dict)
     cfg: dict[str, Any] = field(default_factory=dict)  # the run's config, see effective_config
+    baselines: list[Any] = field(default_factory=list)  # practitioner baselines on its episodes (.baselines)
 
     def row(self, init: str) -> dict[str, Any] | None:
         own = score(self.results, init)

@@ -1,5 +1,6 @@
 """The PNG plots of a study (matplotlib, imported only here): validation accuracy during
-meta-training, and bars of the pretrained vs meta-learned init with 95% CI whiskers."""
+meta-training, bars of the pretrained vs meta-learned init with 95% CI whiskers, and the paired
+difference of each meta-learned row against the strongest practitioner baseline."""
 from __future__ import annotations
 
 import math
@@ -7,6 +8,8 @@ import re
 from pathlib import Path
 from typing import Sequence
 
+from .baselines import strongest
+from .compare import paired
 from .describe import config_text, dataset_key, order_key, varying_keys
 from .entries import Entry
 
@@ -120,6 +123,50 @@ def plot_bars(study: str, entries: list[Entry], out_dir: Path) -> Path | None:
     ax.set_title(f"{study}: {what}{common}", fontsize=11)
     fig.tight_layout()
     path = out_dir / f"bars_{slug(study)}.png"
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_baselines(entries: list[Entry], out_dir: Path) -> Path | None:
+    """Paired Δ of each meta-learned row against the strongest practitioner baseline on its episodes
+    (horizontal bars with 95% CI whiskers, grouped by data set and shot)."""
+    points = []
+    for e in sorted((x for x in entries if x.baselines and not x.results.get("copied_from")), key=order_key):
+        best = strongest(e)
+        d = paired(e.row("meta"), best.row) if best else None
+        if d:
+            points.append((e, best, d))
+    if not points:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(8.0, 1.4 + 0.3 * len(points)))
+    cells = list(dict.fromkeys((e.dataset, e.k_shot) for e, _, _ in points))
+    colors = ["#fc8d62", "#66c2a5", "#8da0cb", "#e78ac3", "#a6d854", "#ffd92f"]
+    ys = list(range(len(points)))[::-1]
+    named = set()
+    for y, (e, best, d) in zip(ys, points):
+        cell = (e.dataset, e.k_shot)
+        label = None if cell in named else f"{e.dataset} {e.k_shot}-shot (vs {best.name})"
+        named.add(cell)
+        ci = 100 * d["ci"] if d["ci"] is not None else 0.0
+        ax.barh(y, 100 * d["mean"], xerr=ci, color=colors[cells.index(cell) % len(colors)], edgecolor="black",
+                linewidth=0.5, capsize=2, error_kw={"elinewidth": 1}, label=label)
+    ax.set_yticks(ys)
+    ax.set_yticklabels([f"{e.study}/{e.cell}" for e, _, _ in points], fontsize=8)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=8))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.8)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_xlabel("meta-learned init − strongest baseline, paired (points), mean ± 95% CI", fontsize=9)
+    ax.set_title("Meta-learned init against the strongest practitioner baseline on the same episodes", fontsize=10)
+    fig.tight_layout()
+    path = out_dir / "baselines_delta.png"
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
