@@ -8,6 +8,12 @@ same episodes: the sha256 of the episodes must match), and writes
 baseline, the validation curve the run chose its init on, the commands) and
 ``experiments/results/recipes/README.md`` + ``recipe_vs_baselines.png`` over every cell done.
 
+SetFit costs 20-150 s per episode on this project's 2-core machines, so it is scored on the first
+episodes of a cell only (``metaprompt baseline --method setfit --set eval.episodes=N``, copied to
+``experiments/results/baselines/setfit/<cell>.json``): the episode sampler draws episodes one after
+another from its seed, so those N are the first N of the cell's 600 (checked here by rebuilding
+both sets), and the recipe and the strongest baseline are paired with it on them.
+
     python experiments/recipe_vs_baselines.py --cell huffpost-1shot-prompt --run runs/recipe-huffpost-1shot
     python experiments/recipe_vs_baselines.py            # table and plot from the committed JSON only
 """
@@ -27,6 +33,7 @@ from metaprompt.run.provenance import provenance  # noqa: E402
 from metaprompt.run.stats import fmt_pct, mean_ci95  # noqa: E402
 
 BASELINES = ROOT / "experiments" / "results" / "baselines"
+SETFIT = BASELINES / "setfit"
 OUT = ROOT / "experiments" / "results" / "recipes"
 CELLS = ("huffpost-1shot-prompt", "huffpost-5shot-prompt", "reuters-1shot-prompt", "reuters-5shot-prompt",
          "20news-1shot-prompt", "20news-5shot-prompt")
@@ -79,6 +86,60 @@ def compare(cell: str, run: Path) -> dict:
             "commands": [f"metaprompt train --config configs/recipes/{cell.rsplit('-', 1)[0]}.yaml --out {run}",
                          results["provenance"]["command"], " ".join(["python", *sys.argv])],
             "provenance": provenance()}
+
+
+def setfit_comparison(cell: str, res: dict) -> dict | None:
+    """SetFit (scored on the first N test episodes of ``cell``) against the recipe and the strongest
+    baseline on those N episodes, paired; None when no SetFit file is committed for the cell."""
+    path = SETFIT / f"{cell}.json"
+    if not path.is_file():
+        return None
+    sf = read_results(path)
+    _check_prefix(res, sf)
+    n = sf["n_episodes"]
+    theirs = sf["references"][0]
+    base = json.loads((BASELINES / f"{cell}.json").read_text())
+    strongest = next(b for b in base["baselines"] if b["baseline"] == res["strongest"])
+    ours = res["recipe"]["accuracies_per_episode"][:n]
+    lp = strongest["accuracies_per_episode"][:n]
+    setfit = theirs["accuracies_per_episode"]
+    return {"cell": cell, "n_episodes": n, "episodes_sha256": sf["episodes_sha256"], "setfit": theirs["name"],
+            "setfit_settings": sf["adaptation"]["settings"], "setfit_seconds_per_episode": theirs["seconds"] / n,
+            "setfit_accuracy": mean_ci95(setfit), "recipe_accuracy": mean_ci95(ours),
+            "strongest": res["strongest"], "strongest_accuracy": mean_ci95(lp),
+            "recipe_minus_setfit": paired(ours, setfit), "setfit_minus_strongest": paired(setfit, lp),
+            "source": str(path.relative_to(ROOT))}
+
+
+def _check_prefix(res: dict, sf: dict) -> None:
+    """The SetFit file's episodes are the first ``n_episodes`` of the recipe's (same data, shots, seed)."""
+    from episodes import make_episode_file
+    from episodes.store import episodes_sha256
+    from metaprompt.config import Config
+    from metaprompt.run.setup import load_data
+
+    cfg = Config.from_dict(res["recipe"]["config"], source="recipe results")
+    d = cfg.data
+    same = all(sf[k] == getattr(d, k) for k in ("n_way", "k_shot", "n_query")) and sf["episodes_seed"] == cfg.eval.seed
+    dataset = load_data(cfg)
+    header, first = make_episode_file(dataset, "test", d.n_way, d.k_shot, d.n_query, sf["n_episodes"], cfg.eval.seed)
+    header_all, every = make_episode_file(dataset, "test", d.n_way, d.k_shot, d.n_query, res["n_episodes"], cfg.eval.seed)
+    if not (same and episodes_sha256(header, first) == sf["episodes_sha256"]
+            and episodes_sha256(header_all, every) == res["episodes_sha256"] and every[:len(first)] == first):
+        raise SystemExit(f"{res['cell']}: the SetFit file's episodes are not the first {sf['n_episodes']} of the cell's")
+
+
+def setfit_table(rows: list[dict]) -> str:
+    lines = ["| cell | test episodes | SetFit (+ label words) | recipe | strongest baseline | recipe − SetFit (paired) "
+             "| SetFit − strongest (paired) | SetFit s/episode |", "|---" * 8 + "|"]
+    for r in rows:
+        rs, st = r["recipe_minus_setfit"], r["setfit_minus_strongest"]
+        lines.append(f"| {r['cell']} | first {r['n_episodes']} | {fmt_pct(*r['setfit_accuracy'])} | "
+                     f"{fmt_pct(*r['recipe_accuracy'])} | {r['strongest']}: {fmt_pct(*r['strongest_accuracy'])} | "
+                     f"{fmt_pct(rs['mean'], rs['ci95'])} ({rs['better']} / {rs['worse']}) | "
+                     f"{fmt_pct(st['mean'], st['ci95'])} ({st['better']} / {st['worse']}) | "
+                     f"{r['setfit_seconds_per_episode']:.0f} |")
+    return "\n".join(lines)
 
 
 def _committed_meta(base: dict) -> list[float]:
@@ -142,6 +203,16 @@ def main(argv: list[str] | None = None) -> int:
         print("no recipe results yet", file=sys.stderr)
         return 1
     text = table(done)
+    setfit = [r for r in (setfit_comparison(res["cell"], res) for res in done) if r is not None]
+    if setfit:
+        (OUT / "setfit.json").write_text(dumps_strict(setfit, indent=2), encoding="utf-8")
+        text += ("\n\nSetFit (the `setfit` library's defaults, label words as one more support example) on the "
+                 "first test episodes of a cell only (its cost: last column, one thread), paired on those episodes "
+                 "(`setfit.json`):\n\n" + setfit_table(setfit))
+    missing = [c for c in CELLS if c not in {res["cell"] for res in done}]
+    if missing:
+        text += (f"\n\nCells without a recipe row: {', '.join(missing)} (no recipe won on validation or none was "
+                 "run: [docs/recipes.md](../../../docs/recipes.md) says which, with the validation scores).")
     print(text)
     plot(done, OUT / "recipe_vs_baselines.png")
     (OUT / "README.md").write_text(

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.docs
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "experiments" / "results" / "recipes"
 BASELINES = ROOT / "experiments" / "results" / "baselines"
-CELLS = sorted(RECIPES.glob("*.json"))
+CELLS = sorted(RECIPES.glob("*-prompt.json"))
 
 
 @pytest.mark.parametrize("path", CELLS, ids=[p.stem for p in CELLS])
@@ -41,3 +41,20 @@ def test_the_readme_quotes_the_committed_comparison():
     readme = (ROOT / "README.md").read_text()
     for line in table[2:]:  # the rows (not the header)
         assert line in readme, f"README.md does not quote this committed row: {line}"
+
+
+def test_setfit_rows_pair_the_recipe_on_the_first_episodes_setfit_scored():
+    path = RECIPES / "setfit.json"
+    if not path.is_file():
+        pytest.skip("no SetFit comparison committed")
+    for row in json.loads(path.read_text()):
+        scored = json.loads((ROOT / row["source"]).read_text())
+        cell = json.loads((RECIPES / f"{row['cell']}.json").read_text())
+        n = scored["n_episodes"]
+        assert row["n_episodes"] == n < cell["n_episodes"]
+        setfit = scored["references"][0]["accuracies_per_episode"]
+        ours = cell["recipe"]["accuracies_per_episode"][:n]
+        assert scored["adaptation"]["label_words"] is True
+        assert row["setfit_accuracy"][0] == pytest.approx(sum(setfit) / n)
+        assert row["recipe_accuracy"][0] == pytest.approx(sum(ours) / n)
+        assert row["recipe_minus_setfit"]["mean"] == pytest.approx(sum(a - b for a, b in zip(ours, setfit)) / n)
