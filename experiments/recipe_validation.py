@@ -14,6 +14,7 @@ commit) to ``--out`` (default: ``RUN_DIR/validation_variants.jsonl``) and prints
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -40,9 +41,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     out = args.out or args.run / "validation_variants.jsonl"
     rows = []
+    shared = None  # the run's own setup, reused by variants that change eval.* keys only
     for variant in args.variant or [""]:
-        cfg = Config.load(args.run / "config.yaml", [v for v in variant.split(",") if v.strip()])
-        setup = build_setup(cfg)
+        overrides = [v.strip() for v in variant.split(",") if v.strip()]
+        cfg = Config.load(args.run / "config.yaml", overrides)
+        if all(o.startswith("eval.") for o in overrides):
+            shared = shared or build_setup(Config.load(args.run / "config.yaml"))
+            setup = dataclasses.replace(shared, cfg=cfg)
+        else:
+            setup = build_setup(cfg)
         count = args.episodes or cfg.train.val_episodes
         _, episodes = fixed_episodes(setup, "val", count, cfg.train.val_seed)
         params = (load_meta_params(args.run, setup)[0] if args.init == "meta"

@@ -19,7 +19,7 @@ from metaprompt.config import Config
 from metaprompt.errors import ConfigError
 from metaprompt.model.backbone import Backbone, load_backbone
 from metaprompt.model.classifier import PromptClassifier, Task
-from metaprompt.model.template import Template, TemplateEncoder, label_word_ids
+from metaprompt.model.template import Template, TemplateEncoder
 from metaprompt.tuners import apply_tuner
 from metaprompt.tuners.base import used_names
 
@@ -151,14 +151,13 @@ def build_setup(cfg: Config) -> Setup:
     prompt_spec = cfg.prompt.spec()
     template = Template(cfg.prompt.template, cfg.model.max_length, cfg.data.max_text_tokens).bind(
         backbone.tokenizer, prompt_spec.shallow_length, backbone.max_positions)
-    words = label_word_ids(backbone.tokenizer, dataset.label_words)
     verbalizer_spec = cfg.verbalizer.spec()
-    verbalizer = verbalizer_spec.bind(backbone, words)  # bound here only to ask what it needs of the backbone
+    needs_vocab = verbalizer_spec.needs_vocab()
     autocast = torch.bfloat16 if cfg.model.dtype == "bfloat16" else None
     # peft.method: inject LoRA/IA3/adapters in place; the predicate names the tensors to adapt.
-    trainable = apply_tuner(backbone, cfg.peft.method, cfg.peft, cfg.seed, needs_vocab=verbalizer.needs_vocab)
+    trainable = apply_tuner(backbone, cfg.peft.method, cfg.peft, cfg.seed, needs_vocab=needs_vocab)
     if trainable is None and not cfg.model.freeze_backbone:  # every weight that reaches the output
-        trainable = used_names(backbone, verbalizer.needs_vocab).__contains__
+        trainable = used_names(backbone, needs_vocab).__contains__
     # The specs (not the bound parts) go to the classifier with the data set's label words, so that
     # it can take tasks of classes with other label words later (a notebook after load_init).
     classifier = PromptClassifier(backbone, template, prompt_spec, verbalizer_spec, learn=cfg.meta.learn,

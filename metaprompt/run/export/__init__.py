@@ -191,7 +191,7 @@ def _export(run_dir: Path, out: Path, fmt: str, verify: bool, allow_data_change:
     tensors = {**fixed, **learned}
     dataset = setup.dataset
     splits = dataset.splits
-    from metaprompt.run.setup import label_word_ids
+    from metaprompt.model.template import label_word_ids
 
     words = label_word_ids(setup.backbone.tokenizer, dataset.label_words)
     meta: dict[str, Any] = {
