@@ -2,17 +2,18 @@
 
 For each committed cell of the ``frozen`` study (offline MiniLM, HuffPost / Reuters / 20 News,
 5-way 1- and 5-shot) this rebuilds the cell's 600 fixed test episodes (their sha256 must equal
-the committed one), scores nearest centroid and logistic regression on frozen mean-pooled
-embeddings, each without and with the class's label words as one extra support example (the
-words the soft verbalizer starts from), and pairs every score with the committed meta-learned
+the committed one), scores nearest centroid, logistic regression and a ridge classifier on
+frozen mean-pooled embeddings, each without and with the class's label words as one extra support
+example (the words the soft verbalizer starts from), and pairs every score with the committed meta-learned
 init's score on the same episode.
 
-Honest selection: the logistic regression's C is chosen per cell on validation-class episodes
-(the cell's validation seed); the test episodes are scored once. Truncation: every baseline
+Honest selection: the logistic regression's C (the ridge classifier's λ) is chosen per cell on
+validation-class episodes (the cell's validation seed); the test episodes are scored once. Truncation: every baseline
 reads the text the meta-learned classifier reads (``data.max_text_tokens`` word pieces, plus
 [CLS]/[SEP]).
 
-    python experiments/practitioner_baselines.py [--cells huffpost-1shot-prompt ...] [--val-episodes 100]
+    python experiments/practitioner_baselines.py [--cells huffpost-1shot-prompt ...] [--methods ridge] \
+        [--val-episodes 100]
 
 Writes experiments/results/baselines/<cell>.json (scores per episode, paired differences,
 command, commit, versions, model, data) and prints a table (also written to
@@ -33,8 +34,7 @@ from episodes import make_episode_file  # noqa: E402
 from episodes.store import episodes_sha256  # noqa: E402
 from metaprompt.config import Config  # noqa: E402
 from metaprompt.model.backbone import load_backbone  # noqa: E402
-from metaprompt.baselines import BASELINES, MeanPooledEmbedder, score  # noqa: E402
-from metaprompt.baselines.linear_probe import choose_C  # noqa: E402
+from metaprompt.baselines import BASELINES, MeanPooledEmbedder, choose_setting, score  # noqa: E402
 from metaprompt.run.jsonio import dumps_strict  # noqa: E402
 from metaprompt.run.provenance import provenance  # noqa: E402
 from metaprompt.run.setup import load_data  # noqa: E402
@@ -44,7 +44,7 @@ FROZEN = ROOT / "experiments" / "results" / "cpu" / "frozen"
 OUT = ROOT / "experiments" / "results" / "baselines"
 CELLS = ("huffpost-1shot-prompt", "huffpost-5shot-prompt", "reuters-1shot-prompt", "reuters-5shot-prompt",
          "20news-1shot-prompt", "20news-5shot-prompt")
-METHODS = ("centroid", "linear_probe")
+METHODS = ("centroid", "linear_probe", "ridge")
 
 
 def paired(a: list[float], b: list[float]) -> dict:
@@ -53,7 +53,8 @@ def paired(a: list[float], b: list[float]) -> dict:
     return {"mean": mean, "ci95": ci, "better": sum(d > 0 for d in diff), "worse": sum(d < 0 for d in diff)}
 
 
-def run_cell(cell: str, val_episodes: int, progress: bool) -> dict:
+def run_cell(cell: str, val_episodes: int, progress: bool, methods=METHODS) -> dict:
+    """The cell's results; rows of methods not in ``methods`` are kept from its committed JSON."""
     committed = json.loads((FROZEN / cell / "results.json").read_text())
     cfg = Config.from_dict(committed["config"], source=f"{cell} results config")
     d = cfg.data
@@ -69,16 +70,26 @@ def run_cell(cell: str, val_episodes: int, progress: bool) -> dict:
     embed = MeanPooledEmbedder(backbone, max_length=d.max_text_tokens + 2)
     texts = dataset.texts
     meta = next(r for r in committed["results"] if r["init"] == "meta")["accuracies_per_episode"]
-    rows, validation = [], []
+    old = json.loads((OUT / f"{cell}.json").read_text()) if (OUT / f"{cell}.json").is_file() else {}
+    kept = {r["baseline"]: r for r in old.get("baselines", []) if r["method"] not in methods}
+    kept_choices = [c for c in old.get("validation", {}).get("choices", []) if c["baseline"] in kept]
+    rows, validation = [], list(kept_choices)
     for method in METHODS:
         for words in (False, True):
             label_words = dataset.label_words if words else None
             name = f"{method}{' + label words' if words else ''}"
+            if name in kept:
+                rows.append(kept[name])
+                continue
+            if method not in methods:
+                continue
             settings = {}
-            if method == "linear_probe":  # C chosen on validation classes
-                settings["C"], tried = choose_C(embed, texts, val, label_words)
-                validation.append({"baseline": name, "C": {str(c): v for c, v in tried.items()},
-                                   "chosen": settings["C"]})
+            spec_class = BASELINES.get(method)
+            if spec_class.tuned:  # e.g. logistic regression's C: chosen on validation classes
+                key = spec_class.tuned[0]
+                settings[key], tried = choose_setting(spec_class, embed, texts, val, label_words)
+                validation.append({"baseline": name, key: {str(c): v for c, v in tried.items()},
+                                   "chosen": settings[key]})
             accs, seconds = score(BASELINES.get(method)(**settings), embed, texts, test, label_words,
                                   progress=progress)
             mean, ci = mean_ci95(accs)
@@ -93,15 +104,19 @@ def run_cell(cell: str, val_episodes: int, progress: bool) -> dict:
             "meta": {"accuracy_mean": meta_mean, "accuracy_ci95": meta_ci,
                      "source": str((FROZEN / cell / "results.json").relative_to(ROOT))},
             "validation": {"episodes": len(val), "seed": cfg.train.val_seed, "choices": validation},
-            "baselines": rows, "provenance": provenance()}
+            "baselines": rows, "provenance": provenance(),
+            # the commands that scored the rows kept from the committed JSON
+            **({"earlier_provenance": old.get("earlier_provenance", []) + [old["provenance"]]} if kept else {})}
 
 
 def table(results: list[dict]) -> str:
-    names = [r["baseline"] for r in results[0]["baselines"]]
+    names = list(dict.fromkeys(r["baseline"] for res in results for r in res["baselines"]))
     lines = ["| cell | meta-learned init | " + " | ".join(names) + " | strongest baseline | meta − strongest |",
              "|---" * (len(names) + 4) + "|"]
     for res in results:
-        cells = [fmt_pct(r["accuracy_mean"], r["accuracy_ci95"]) for r in res["baselines"]]
+        by_name = {r["baseline"]: r for r in res["baselines"]}
+        cells = [fmt_pct(by_name[n]["accuracy_mean"], by_name[n]["accuracy_ci95"]) if n in by_name else "–"
+                 for n in names]
         best = max(res["baselines"], key=lambda r: r["accuracy_mean"])
         diff = best["meta_minus_baseline"]
         lines.append(f"| {res['cell']} | {fmt_pct(res['meta']['accuracy_mean'], res['meta']['accuracy_ci95'])} | "
@@ -113,6 +128,8 @@ def table(results: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", nargs="+", default=list(CELLS), choices=CELLS)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
+                        help="score these methods; the cell's other committed rows are kept")
     parser.add_argument("--val-episodes", type=int, default=100)
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -126,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for cell in [] if args.table_only else args.cells:
         started = time.perf_counter()
-        res = run_cell(cell, args.val_episodes, args.progress)
+        res = run_cell(cell, args.val_episodes, args.progress, tuple(args.methods))
         (OUT / f"{cell}.json").write_text(dumps_strict(res, indent=2), encoding="utf-8")
         results.append(res)
         print(f"{cell}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
@@ -144,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             f"baseline, with the episodes on which it is better / worse. Truncation: each cell's "
             f"`data.max_text_tokens` (40 word pieces for HuffPost, 64 for Reuters and 20 News), the same for "
             f"every method in a row. Logistic regression's C was chosen per cell on 100 validation-class "
-            f"episodes from {{0.1, 1, 10, 100}} (`validation` in each JSON).\n\n{text}\n", encoding="utf-8")
+            f"episodes from {{0.1, 1, 10, 100}}, the ridge classifier's λ from {{0.01, 0.1, 1, 10}} (`validation` "
+            f"in each JSON; `–`: not scored in that cell).\n\n{text}\n", encoding="utf-8")
     return 0
 
 

@@ -219,8 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         "# Recipes against the strongest practitioner baseline\n\n"
         "Made by `python experiments/recipe_vs_baselines.py` (its docstring has the protocol; per-cell JSON "
         "beside this file). Accuracy (%) ± 95% CI on each cell's 600 fixed test episodes; the recipe's init was "
-        "chosen on validation classes only and scored once. Baselines (nearest centroid and logistic regression "
-        "on frozen mean-pooled embeddings, each with and without the label words as one more support example) "
+        "chosen on validation classes only and scored once. Baselines (nearest centroid, logistic regression and a "
+        "ridge classifier on frozen mean-pooled embeddings, each with and without the label words as one more "
+        "support example) "
         "come from `experiments/results/baselines/`; the paired difference is recipe − strongest, episode by "
         f"episode.\n\n{text}\n\n![recipe vs baselines](recipe_vs_baselines.png)\n", encoding="utf-8")
     return 0

@@ -35,7 +35,7 @@ class FakeEmbedder:
 TEXTS = [f"c{c}-{i}" for c in range(3) for i in range(10)]
 EPISODE = Episode(classes=(0, 1, 2), support=(0, 10, 20), query=tuple(i for i in range(30) if i % 10))
 WORDS = {0: ["words", "0"], 1: ["words", "1"], 2: ["words", "2"]}
-EMBEDDING_METHODS = ("centroid", "linear_probe")
+EMBEDDING_METHODS = ("centroid", "linear_probe", "ridge")
 
 
 def episode_accuracy(method, embed, texts, episode, label_words=None, **settings):
@@ -60,10 +60,12 @@ def test_label_words_count_as_one_more_support_example(method):
 
 
 def test_unknown_method_is_refused_with_the_choices():
-    with pytest.raises(UnknownComponentError, match="centroid, linear_probe, setfit"):
+    with pytest.raises(UnknownComponentError, match="centroid, linear_probe, ridge, setfit"):
         BASELINES.get("svm")
     with pytest.raises(ValueError, match="C must be > 0"):
         LinearProbe(C=0.0)
+    with pytest.raises(ValueError, match="ridge_lambda must be > 0"):
+        BASELINES.get("ridge")(ridge_lambda=0.0)
 
 
 def test_episode_texts_append_one_label_word_text_per_class():
@@ -132,6 +134,16 @@ def test_baseline_command_scores_the_eval_episodes_and_chooses_C_on_validation(t
     assert other["references"][0]["name"] == "centroid"
     assert main(["baseline", "--method", "centroid", "--out", str(words_off), *sets]) == 2  # no overwrite
     assert main(["baseline", "--method", "svm", "--out", str(tmp_path / "x"), *sets]) == 2
+    # the ridge classifier's lambda: chosen the same way, or taken from baseline.ridge_lambda
+    assert main(["baseline", "--method", "ridge", "--out", str(tmp_path / "r"), *sets]) == 0
+    ridge = read_results(tmp_path / "r" / "results.json")
+    tried = ridge["adaptation"]["selected"]["validation_accuracy"]
+    assert set(tried) == {"0.01", "0.1", "1.0", "10.0"}
+    assert ridge["adaptation"]["settings"]["ridge_lambda"] == float(max(tried, key=tried.get))
+    assert main(["baseline", "--method", "ridge", "--out", str(tmp_path / "r2"), *sets,
+                 "--set", "baseline.ridge_lambda=3.0"]) == 0
+    fixed = read_results(tmp_path / "r2" / "results.json")
+    assert fixed["adaptation"]["settings"]["ridge_lambda"] == 3.0 and fixed["adaptation"]["selected"] is None
 
 
 @pytest.mark.slow

@@ -33,7 +33,7 @@ def test_registry_register_get_names_and_suggestion():
 
 def test_builtin_kinds_are_registered_in_documented_order():
     assert prompts.PROMPTS.names()[:4] == ("embedding", "ptuning", "prefix", "pool")  # + kinds tests add
-    assert verbalizers.VERBALIZERS.names() == ("label_words", "soft", "proto", "repverb", "hybrid")
+    assert verbalizers.VERBALIZERS.names() == ("label_words", "soft", "proto", "repverb", "hybrid", "ridge")
     assert prompts.PROMPTS.get("embedding") is prompts.SoftPrompt and prompts.SoftPrompt.kind == "embedding"
     assert verbalizers.VERBALIZERS.get("repverb") is verbalizers.Rep
 

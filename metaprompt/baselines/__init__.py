@@ -5,6 +5,8 @@ method              how an episode is solved
 ==================  ==================================================================================
 ``centroid``        nearest class centroid of frozen mean-pooled embeddings (cosine; no training)
 ``linear_probe``    logistic regression (scikit-learn) on frozen, L2-normalised mean-pooled embeddings
+``ridge``           ridge-regression classifier (scikit-learn) on the same embeddings: the ``ridge``
+                    verbalizer's head without meta-learning
 ``setfit``          SetFit (contrastive fine-tuning of the sentence encoder + logistic head), the
                     ``setfit`` library with its defaults; optional extra ``metaprompt[setfit]``
 ==================  ==================================================================================
@@ -17,14 +19,15 @@ package registers its method in :data:`BASELINES`; a new baseline is a new file.
 from __future__ import annotations
 
 from metaprompt.baselines.base import (BASELINES, BaselineSpec, EpisodeTexts, MeanPooledEmbedder, episode_texts,
-                                       label_word_text, score)
+                                       choose_setting, label_word_text, score)
 from metaprompt.registry import import_members
 
-import_members(__name__, __path__, first=("base", "centroid", "linear_probe", "setfit"))
+import_members(__name__, __path__, first=("base", "centroid", "linear_probe", "ridge", "setfit"))
 
 from metaprompt.baselines.centroid import Centroid  # noqa: E402  (after the registry is filled)
 from metaprompt.baselines.linear_probe import LinearProbe  # noqa: E402
+from metaprompt.baselines.ridge import RidgeProbe  # noqa: E402
 from metaprompt.baselines.setfit import SetFit  # noqa: E402
 
-__all__ = ["BASELINES", "BaselineSpec", "Centroid", "EpisodeTexts", "LinearProbe", "MeanPooledEmbedder", "SetFit",
-           "episode_texts", "label_word_text", "score"]
+__all__ = ["BASELINES", "BaselineSpec", "Centroid", "EpisodeTexts", "LinearProbe", "MeanPooledEmbedder", "RidgeProbe",
+           "SetFit", "choose_setting", "episode_texts", "label_word_text", "score"]

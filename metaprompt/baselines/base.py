@@ -83,6 +83,8 @@ class BaselineSpec:
 
     method: ClassVar[str]
     title: ClassVar[str] = ""
+    #: (setting, candidates): the setting chosen on validation-class episodes when not given
+    tuned: ClassVar[tuple[str, tuple] | None] = None
 
     def predict(self, episode: EpisodeTexts, embed: MeanPooledEmbedder) -> torch.Tensor:
         raise NotImplementedError
@@ -105,3 +107,16 @@ def score(spec: BaselineSpec, embed: MeanPooledEmbedder, texts: Sequence[str], e
         preds = spec.predict(ep, embed)
         accuracies.append(float((preds == torch.as_tensor(ep.query_labels)).float().mean()))
     return accuracies, time.perf_counter() - started
+
+
+def choose_setting(spec_class: type[BaselineSpec], embed: MeanPooledEmbedder, texts: Sequence[str],
+                   episodes: Sequence[Episode], label_words: dict[int, list[str]] | None = None
+                   ) -> tuple[object, dict[object, float]]:
+    """The candidate of ``spec_class.tuned`` with the best mean accuracy on ``episodes``
+    (validation-class episodes, never test ones), and every candidate's accuracy."""
+    name, candidates = spec_class.tuned
+    tried = {}
+    for value in candidates:
+        accs, _ = score(spec_class(**{name: value}), embed, texts, episodes, label_words)
+        tried[value] = sum(accs) / len(accs)
+    return max(tried, key=tried.get), tried

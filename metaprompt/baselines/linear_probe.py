@@ -17,6 +17,7 @@ C_GRID = (0.1, 1.0, 10.0, 100.0)
 @dataclass(frozen=True)
 class LinearProbe(BaselineSpec):
     title = "logistic regression on frozen mean-pooled embeddings"
+    tuned = ("C", C_GRID)
     C: float = 1.0
     max_iter: int = 1000
 
@@ -31,14 +32,3 @@ class LinearProbe(BaselineSpec):
         model.fit(F.normalize(embed(episode.support), dim=-1).numpy(), episode.labels)
         return torch.as_tensor(model.predict(F.normalize(embed(episode.query), dim=-1).numpy()))
 
-
-def choose_C(embed, texts, episodes, label_words=None) -> tuple[float, dict[float, float]]:
-    """The C of :data:`C_GRID` with the best mean accuracy on ``episodes`` (validation-class
-    episodes), and every candidate's accuracy."""
-    from metaprompt.baselines.base import score
-
-    tried = {}
-    for c in C_GRID:
-        accs, _ = score(LinearProbe(C=c), embed, texts, episodes, label_words)
-        tried[c] = sum(accs) / len(accs)
-    return max(tried, key=tried.get), tried

@@ -142,7 +142,8 @@ class VerbalizerConfig:
     learn_transform: bool = False  # soft / proto: a learned linear map of the [MASK] state (identity init)
     hybrid_weight: float = 0.5  # hybrid: weight of the representative verbalizer
     distance: str = "cosine"  # proto: cosine | euclidean
-    label_word_share: float = 0.0  # proto: initial share of the label words' state in each prototype (learned)
+    label_word_share: float = 0.0  # proto / ridge: initial share of the label words' state in each class (learned)
+    ridge_lambda: float = 0.1  # ridge: initial regularisation of the closed-form head (learned)
 
     def __post_init__(self) -> None:
         from metaprompt.verbalizers import DISTANCES, VERBALIZERS
@@ -301,15 +302,17 @@ class PeftConfig:
 
 @dataclass
 class BaselineConfig:
-    """``metaprompt baseline --method centroid | linear_probe | setfit`` (metaprompt.baselines)."""
+    """``metaprompt baseline --method centroid | linear_probe | ridge | setfit`` (metaprompt.baselines)."""
 
     label_words: bool = True  # each class's label words as one more support example (what the verbalizer gets)
     C: float | None = None  # linear_probe: inverse regularisation; null: chosen on validation episodes
-    val_episodes: int = 100  # validation-class episodes (seed train.val_seed) that choose C
+    ridge_lambda: float | None = None  # ridge: regularisation; null: chosen on validation episodes
+    val_episodes: int = 100  # validation-class episodes (seed train.val_seed) that choose C / ridge_lambda
 
     def __post_init__(self) -> None:
-        if self.C is not None:
-            _positive(self.C, "baseline.C")
+        for key in ("C", "ridge_lambda"):
+            if getattr(self, key) is not None:
+                _positive(getattr(self, key), f"baseline.{key}")
         _check(self.val_episodes >= 1, "baseline.val_episodes", f"must be ≥ 1, got {self.val_episodes}")
 
 

@@ -1,12 +1,12 @@
-"""``metaprompt baseline --method centroid | linear_probe | setfit``: a practitioner's baseline on
+"""``metaprompt baseline --method centroid | linear_probe | ridge | setfit``: a practitioner's baseline on
 the fixed test episodes that ``metaprompt eval`` scores, written as a results file.
 
 No training, no run directory to resume: the baseline reads each text as the prompt classifier
 does (``data.max_text_tokens`` word pieces plus the tokenizer's special tokens), with each class's
 label words as one more support example unless ``baseline.label_words=false``. The logistic
-regression's ``C`` is chosen on validation-class episodes (``baseline.val_episodes``, seed
-``train.val_seed``) unless ``baseline.C`` is set. The score is a row of ``references`` of the
-results file (``results`` is empty: there is no init), so a report pairs it, episode by episode,
+regression's ``C`` (the ridge classifier's ``ridge_lambda``) is chosen on validation-class
+episodes (``baseline.val_episodes``, seed ``train.val_seed``) unless ``baseline.C``
+(``baseline.ridge_lambda``) is set. The score is a row of ``references`` of the results file (``results`` is empty: there is no init), so a report pairs it, episode by episode,
 with every results file of the same ``episodes_sha256``.
 """
 from __future__ import annotations
@@ -14,8 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from metaprompt.baselines import BASELINES, MeanPooledEmbedder, score
-from metaprompt.baselines.linear_probe import choose_C
+from metaprompt.baselines import BASELINES, MeanPooledEmbedder, choose_setting, score
 from metaprompt.config import Config
 from metaprompt.results import check_results
 from metaprompt.run.evaluate import test_episodes
@@ -31,14 +30,20 @@ def reference_name(method: str, label_words: bool) -> str:
 
 
 def choose_settings(setup: Setup, method: str, embed: MeanPooledEmbedder, label_words) -> tuple[dict, dict | None]:
-    """The method's settings, and how they were chosen (on validation episodes) when they were."""
+    """The method's settings, and how they were chosen (on validation episodes) when they were:
+    a method's ``tuned`` setting comes from ``baseline.<setting>``, or when that is null is
+    chosen among its candidates on validation-class episodes."""
     b = setup.cfg.baseline
-    if method != "linear_probe" or b.C is not None:
-        return ({"C": b.C} if method == "linear_probe" else {}), None
+    spec_class = BASELINES.get(method)
+    if spec_class.tuned is None:
+        return {}, None
+    name = spec_class.tuned[0]
+    if getattr(b, name) is not None:
+        return {name: getattr(b, name)}, None
     _, val = fixed_episodes(setup, "val", b.val_episodes, setup.cfg.train.val_seed)
-    best, tried = choose_C(embed, setup.dataset.texts, val, label_words)
-    return {"C": best}, {"on": f"{len(val)} validation episodes (seed {setup.cfg.train.val_seed})",
-                         "validation_accuracy": {str(c): v for c, v in tried.items()}}
+    best, tried = choose_setting(spec_class, embed, setup.dataset.texts, val, label_words)
+    return {name: best}, {"on": f"{len(val)} validation episodes (seed {setup.cfg.train.val_seed})",
+                          "validation_accuracy": {str(c): v for c, v in tried.items()}}
 
 
 def run_baseline(cfg: Config, method: str, progress: bool = True) -> dict[str, Any]:

@@ -135,13 +135,20 @@ class Scaled(VerbalizerSpec):
 class Prototypes(Scaled):
     """A spec that scores classes against prototypes of the support examples' ``[MASK]`` states."""
 
+    #: the card's words for how a class's label words enter, given the learned share
+    label_words_phrase: ClassVar[str] = ", each mixed with the state of its class's label words (learned share {share:.4g})"
+
+    @classmethod
+    def head_words(cls, facts) -> str:
+        """The card's words for the head itself (what is fitted to the support states)."""
+        return "class prototypes from"
+
     @classmethod
     def card(cls, facts):
         states = ("mean-pooled text states" if facts.get("readout") == "mean_pooled" else "[MASK] states")
         share = facts.get("learned_label_word_share")
-        words = (f", each mixed with the state of its class's label words (learned share {share:.4g})"
-                 if share is not None else "")
-        return (f"`{cls.kind}`: class prototypes from the support examples' {states}{words}, temperature "
+        words = cls.label_words_phrase.format(share=share) if share is not None else ""
+        return (f"`{cls.kind}`: {cls.head_words(facts)} the support examples' {states}{words}, temperature "
                 f"{facts.get('temperature', float('nan')):.6g} (see docs/zoo.md for the formula).")
 
 

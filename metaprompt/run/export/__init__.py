@@ -255,6 +255,8 @@ def _verbalizer_facts(tensors: dict[str, torch.Tensor], reads_mask: bool) -> dic
         facts["temperature"] = float(tensors["verbalizer.log_scale"].exp())
     if "verbalizer.label_word_logit" in tensors:
         facts["learned_label_word_share"] = float(torch.sigmoid(tensors["verbalizer.label_word_logit"]))
+    if "verbalizer.log_lambda" in tensors:
+        facts["ridge_lambda"] = float(tensors["verbalizer.log_lambda"].exp())
     facts["learned_transform"] = "verbalizer.transform" in tensors
     return facts
 
