@@ -90,7 +90,7 @@ def run_cell(cell: str, val_episodes: int, progress: bool, methods=METHODS) -> d
                 settings[key], tried = choose_setting(spec_class, embed, texts, val, label_words)
                 validation.append({"baseline": name, key: {str(c): v for c, v in tried.items()},
                                    "chosen": settings[key]})
-            accs, seconds = score(BASELINES.get(method)(**settings), embed, texts, test, label_words,
+            accs, seconds = score(spec_class(**settings), embed, texts, test, label_words,
                                   progress=progress)
             mean, ci = mean_ci95(accs)
             rows.append({"baseline": name, "method": method, "label_words": words, "settings": settings,

@@ -1,6 +1,7 @@
 """The ``ridge`` verbalizer: a ridge-regression head fitted in closed form to the support states."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -64,8 +65,7 @@ def test_one_more_support_example_is_share_one_over_k_plus_one(backbone):
     verbalizer = clf.verbalizer
     support = clf.encode(params, task.support)[0]
     both = torch.cat([support, words])
-    extended = type(task.support)(**{**task.support.__dict__, "labels": torch.cat([task.support.labels,
-                                                                                     torch.arange(2)])})
+    extended = dataclasses.replace(task.support, labels=torch.cat([task.support.labels, torch.arange(2)]))
     plain = mp.verbalizers.Ridge().bind(backbone, verbalizer.label_word_ids)
     query = clf.encode(params, task.query)[0]
     as_support = plain.logits({"log_scale": params["verbalizer.log_scale"],

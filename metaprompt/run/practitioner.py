@@ -29,12 +29,11 @@ def reference_name(method: str, label_words: bool) -> str:
     return f"{method}{'+label_words' if label_words else ''}"
 
 
-def choose_settings(setup: Setup, method: str, embed: MeanPooledEmbedder, label_words) -> tuple[dict, dict | None]:
+def choose_settings(setup: Setup, spec_class, embed: MeanPooledEmbedder, label_words) -> tuple[dict, dict | None]:
     """The method's settings, and how they were chosen (on validation episodes) when they were:
     a method's ``tuned`` setting comes from ``baseline.<setting>``, or when that is null is
     chosen among its candidates on validation-class episodes."""
     b = setup.cfg.baseline
-    spec_class = BASELINES.get(method)
     if spec_class.tuned is None:
         return {}, None
     name = spec_class.tuned[0]
@@ -56,7 +55,7 @@ def run_baseline(cfg: Config, method: str, progress: bool = True) -> dict[str, A
     label_words = setup.dataset.label_words if words else None
     # The text the prompt classifier reads: data.max_text_tokens word pieces and the special tokens.
     embed = MeanPooledEmbedder(setup.backbone, max_length=cfg.data.max_text_tokens + 2, device=setup.device)
-    settings, selected = choose_settings(setup, method, embed, label_words)
+    settings, selected = choose_settings(setup, spec_class, embed, label_words)
     spec = spec_class(**settings)
     accs, seconds = score(spec, embed, setup.dataset.texts, test, label_words, progress=progress)
     mean, ci = mean_ci95(accs)

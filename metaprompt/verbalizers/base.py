@@ -152,6 +152,43 @@ class Prototypes(Scaled):
                 f"{facts.get('temperature', float('nan')):.6g} (see docs/zoo.md for the formula).")
 
 
+
+@dataclass(frozen=True)
+class LabelWordShare(Prototypes):
+    """A prototypes spec whose classes also take in the state of their label words, read through
+    the template under the same fast weights, holding a meta-learned share ``a`` of the class
+    (``label_word_share``: a's start; 0: the label words are not used)."""
+
+    label_word_share: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        checks.check(0.0 <= self.label_word_share < 1.0, "verbalizer.label_word_share",
+                     f"must be in [0, 1), got {self.label_word_share!r}")
+
+
+class SharesWithLabelWords(Verbalizer):
+    """Bound side of :class:`LabelWordShare`: asks the classifier for the label words' states and
+    holds the share as ``label_word_logit`` (a = sigmoid of it)."""
+
+    needs_support = True
+
+    @property
+    def needs_label_states(self) -> bool:
+        return self.spec.label_word_share > 0
+
+    def share_params(self) -> Params:
+        share = self.spec.label_word_share
+        return {"label_word_logit": torch.tensor(math.log(share / (1.0 - share)))} if share > 0 else {}
+
+    def learned_share(self, params: Params, label_states: torch.Tensor | None) -> torch.Tensor | None:
+        """a for these params (None when the label words are not used)."""
+        if "label_word_logit" not in params:
+            return None
+        if label_states is None:
+            raise ValueError(f"verbalizer {self.kind} with label_word_share > 0 needs the label words' states")
+        return torch.sigmoid(params["label_word_logit"])
+
 def scale_and_transform(verbalizer: Verbalizer) -> Params:
     """The meta-learned temperature, and with ``verbalizer.learn_transform`` a linear map of the
     ``[MASK]`` state that starts as the identity."""
@@ -188,5 +225,5 @@ def class_means(states: torch.Tensor, labels: torch.Tensor, n_classes: int) -> t
 #: Verbalizer kinds by name; ``kind`` is set on each spec class.
 VERBALIZERS: Registry[type[VerbalizerSpec]] = Registry("verbalizer", attribute="kind")
 
-__all__ = ["VERBALIZERS", "Params", "Prototypes", "Scaled", "Verbalizer", "VerbalizerSpec", "apply_transform", "class_means",
-           "scale_and_transform", "support_states"]
+__all__ = ["VERBALIZERS", "LabelWordShare", "Params", "Prototypes", "Scaled", "SharesWithLabelWords", "Verbalizer",
+           "VerbalizerSpec", "apply_transform", "class_means", "scale_and_transform", "support_states"]

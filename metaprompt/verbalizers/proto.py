@@ -2,20 +2,18 @@
 mixed with the class's label words read through the same prompt."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import torch
 import torch.nn.functional as F
 
 from metaprompt import checks
-from metaprompt.verbalizers.base import (VERBALIZERS, Prototypes, Verbalizer, apply_transform, class_means,
-                                         scale_and_transform, support_states)
+from metaprompt.verbalizers.base import (VERBALIZERS, LabelWordShare, SharesWithLabelWords, apply_transform,
+                                         class_means, scale_and_transform, support_states)
 
 DISTANCES = ("cosine", "euclidean")
 
 
-class ProtoVerbalizer(Verbalizer):
+class ProtoVerbalizer(SharesWithLabelWords):
     """Class prototypes from the support set (prototypical networks, Snell et al. 2017; as a
     verbalizer: ProtoVerb, Cui et al. 2022).
 
@@ -33,27 +31,15 @@ class ProtoVerbalizer(Verbalizer):
     weights; a = sigmoid(``label_word_logit``) starts at ``label_word_share`` and is meta-learned.
     """
 
-    needs_support = True
-
-    @property
-    def needs_label_states(self) -> bool:
-        return self.spec.label_word_share > 0
-
     def init_params(self, generator):
-        params = scale_and_transform(self)
-        share = self.spec.label_word_share
-        if share > 0:
-            params["label_word_logit"] = torch.tensor(math.log(share / (1.0 - share)))
-        return params
+        return {**scale_and_transform(self), **self.share_params()}
 
     def logits(self, params, h_mask, vocab_logits, task, support=None, label_states=None):
         states = apply_transform(params, support_states(self, support, task))
         h = apply_transform(params, h_mask)
         scale = params["log_scale"].exp()
-        if "label_word_logit" in params:
-            if label_states is None:
-                raise ValueError("verbalizer proto with label_word_share > 0 needs the label words' states")
-            share = torch.sigmoid(params["label_word_logit"])
+        share = self.learned_share(params, label_states)
+        if share is not None:
             means = F.normalize(class_means(F.normalize(states, dim=-1), task.support.labels, len(task.classes)), dim=-1)
             words = F.normalize(apply_transform(params, label_states), dim=-1)
             protos = (1 - share) * means + share * words
@@ -66,7 +52,7 @@ class ProtoVerbalizer(Verbalizer):
 
 @VERBALIZERS.register("proto")
 @dataclass(frozen=True)
-class Proto(Prototypes):
+class Proto(LabelWordShare):
     """Support prototypes; ``distance``: cosine | euclidean; ``scale``: initial temperature;
     ``learn_transform``: a learned linear map of the states (identity init)."""
 
@@ -75,12 +61,9 @@ class Proto(Prototypes):
 
     learn_transform: bool = False
     distance: str = "cosine"
-    label_word_share: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         checks.choice(self.distance, "verbalizer.distance", DISTANCES)
-        checks.check(0.0 <= self.label_word_share < 1.0, "verbalizer.label_word_share",
-                     f"must be in [0, 1), got {self.label_word_share!r}")
         checks.check(self.label_word_share == 0 or self.distance == "cosine", "verbalizer.label_word_share",
                      "mixes normalised states: it needs verbalizer.distance=cosine")

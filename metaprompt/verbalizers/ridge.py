@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from metaprompt import checks
-from metaprompt.verbalizers.base import VERBALIZERS, Prototypes, Verbalizer, support_states
+from metaprompt.verbalizers.base import VERBALIZERS, LabelWordShare, SharesWithLabelWords, support_states
 
 
-class RidgeVerbalizer(Verbalizer):
+class RidgeVerbalizer(SharesWithLabelWords):
     """Closed-form ridge regression from the L2-normalised support states to one-hot labels.
 
     With the support states X [S, H] (rows normalised), one-hot targets Y [S, N] and row weights
@@ -32,19 +32,9 @@ class RidgeVerbalizer(Verbalizer):
     a = sigmoid(``label_word_logit``) is meta-learned.
     """
 
-    needs_support = True
-
-    @property
-    def needs_label_states(self) -> bool:
-        return self.spec.label_word_share > 0
-
     def init_params(self, generator):
-        params = {"log_scale": torch.tensor(math.log(self.spec.scale)),
-                  "log_lambda": torch.tensor(math.log(self.spec.ridge_lambda))}
-        share = self.spec.label_word_share
-        if share > 0:
-            params["label_word_logit"] = torch.tensor(math.log(share / (1.0 - share)))
-        return params
+        return {"log_scale": torch.tensor(math.log(self.spec.scale)),
+                "log_lambda": torch.tensor(math.log(self.spec.ridge_lambda)), **self.share_params()}
 
     def logits(self, params, h_mask, vocab_logits, task, support=None, label_states=None):
         states = F.normalize(support_states(self, support, task), dim=-1)
@@ -52,10 +42,8 @@ class RidgeVerbalizer(Verbalizer):
         n = len(task.classes)
         targets = (labels.unsqueeze(1) == torch.arange(n, device=labels.device)).to(states.dtype)
         weights = torch.ones(len(states), dtype=states.dtype, device=states.device)
-        if "label_word_logit" in params:
-            if label_states is None:
-                raise ValueError("verbalizer ridge with label_word_share > 0 needs the label words' states")
-            share = torch.sigmoid(params["label_word_logit"])
+        share = self.learned_share(params, label_states)
+        if share is not None:
             shots = targets.sum(0).mean()  # k of the episode
             states = torch.cat([states, F.normalize(label_states, dim=-1)])
             targets = torch.cat([targets, torch.eye(n, dtype=states.dtype, device=states.device)])
@@ -69,7 +57,7 @@ class RidgeVerbalizer(Verbalizer):
 
 @VERBALIZERS.register("ridge")
 @dataclass(frozen=True)
-class Ridge(Prototypes):
+class Ridge(LabelWordShare):
     """Closed-form ridge regression on the support states (R2-D2); ``ridge_lambda``: initial
     regularisation λ (meta-learned); ``label_word_share``: the label words as one more weighted
     row per class (0: none); ``scale``: initial temperature."""
@@ -78,7 +66,6 @@ class Ridge(Prototypes):
     title = "ridge regression fitted to the support examples in closed form"
 
     ridge_lambda: float = 0.1
-    label_word_share: float = 0.0
 
     label_words_phrase = (", with each class's label words as one more row holding a learned share {share:.4g} "
                           "of its weight")
@@ -86,8 +73,6 @@ class Ridge(Prototypes):
     def __post_init__(self) -> None:
         super().__post_init__()
         checks.positive(self.ridge_lambda, "verbalizer.ridge_lambda")
-        checks.check(0.0 <= self.label_word_share < 1.0, "verbalizer.label_word_share",
-                     f"must be in [0, 1), got {self.label_word_share!r}")
 
     @classmethod
     def head_words(cls, facts) -> str:
