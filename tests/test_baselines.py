@@ -146,6 +146,57 @@ def test_baseline_command_scores_the_eval_episodes_and_chooses_C_on_validation(t
     assert fixed["adaptation"]["settings"]["ridge_lambda"] == 3.0 and fixed["adaptation"]["selected"] is None
 
 
+def test_killed_baseline_goes_on_from_its_episode_log(tmp_path, tiny_data, tiny_models, monkeypatch):
+    import json
+
+    from tests.conftest import tiny_overrides
+    from metaprompt.baselines.centroid import Centroid
+    from metaprompt.cli import main
+    from metaprompt.results import read_results
+
+    sets = [x for o in tiny_overrides(tiny_data, tiny_models("bert", mlm_head=False), **{"eval.episodes": 4})
+            for x in ("--set", o)]
+    whole = tmp_path / "whole"
+    assert main(["baseline", "--method", "centroid", "--out", str(whole), *sets]) == 0
+    expected = read_results(whole / "results.json")["references"][0]["accuracies_per_episode"]
+    assert not (whole / "results.partial.jsonl").exists()  # deleted once results.json is written
+
+    predict, calls = Centroid.predict, []
+
+    def dies_on_the_third(self, episode, embed):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # what a kill leaves: two episodes on disk, no results.json
+        return predict(self, episode, embed)
+
+    killed = tmp_path / "killed"
+    monkeypatch.setattr(Centroid, "predict", dies_on_the_third)
+    assert main(["baseline", "--method", "centroid", "--out", str(killed), *sets]) == 130
+    assert not (killed / "results.json").exists()
+    logged = (killed / "results.partial.jsonl").read_text().splitlines()
+    assert [json.loads(line)["episode"] for line in logged[1:]] == [0, 1]
+    calls.clear()
+    assert main(["baseline", "--method", "centroid", "--out", str(killed), *sets]) == 0
+    assert len(calls) == 2  # episodes 2 and 3 only
+    assert read_results(killed / "results.json")["references"][0]["accuracies_per_episode"] == expected
+    # done is done: a finished directory is not written again
+    assert main(["baseline", "--method", "centroid", "--out", str(killed), *sets]) == 2
+
+    # a log written for other settings is set aside, never mixed in
+    other = tmp_path / "other"
+    calls.clear()
+    assert main(["baseline", "--method", "centroid", "--out", str(other), *sets]) == 130
+    monkeypatch.setattr(Centroid, "predict", predict)
+    assert main(["baseline", "--method", "centroid", "--out", str(other), *sets,
+                 "--set", "baseline.label_words=false"]) == 0
+    assert (other / "results.partial.jsonl.stale").is_file()
+    assert len(read_results(other / "results.json")["references"][0]["accuracies_per_episode"]) == 4
+    # anything else in the directory is still refused
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    assert main(["baseline", "--method", "centroid", "--out", str(tmp_path / "busy"), *sets]) == 2
+
+
 @pytest.mark.slow
 def test_setfit_fine_tunes_a_copy_per_episode(tiny_models):
     pytest.importorskip("setfit", reason="the setfit extra is not installed")

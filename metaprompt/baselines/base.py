@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import ClassVar, Sequence
+from typing import Callable, ClassVar, Sequence
 
 import torch
 
@@ -96,17 +96,30 @@ class BaselineSpec:
 
 
 def score(spec: BaselineSpec, embed: MeanPooledEmbedder, texts: Sequence[str], episodes: Sequence[Episode],
-          label_words: dict[int, list[str]] | None = None, progress: bool = False) -> tuple[list[float], float]:
-    """Per-episode query accuracies of ``spec`` and the seconds they took (embedding included)."""
+          label_words: dict[int, list[str]] | None = None, progress: bool = False,
+          done: Sequence[tuple[float, float]] = (), record: Callable[[int, float, float], None] | None = None,
+          ) -> tuple[list[float], float]:
+    """Per-episode query accuracies of ``spec`` and the seconds they took (embedding included).
+
+    ``done``: (accuracy, seconds) of the first episodes, scored by an earlier, killed run; they are
+    not scored again. ``record(index, accuracy, seconds)`` is called after each newly scored episode
+    (to keep it on disk: SetFit takes minutes per episode on a CPU)."""
     from tqdm.auto import tqdm
 
-    started = time.perf_counter()
-    accuracies = []
-    for episode in tqdm(episodes, desc=spec.method, disable=not progress, leave=False):
+    accuracies, seconds = [a for a, _ in done], sum(s for _, s in done)
+    todo = list(enumerate(episodes))[len(done):]
+    for index, episode in tqdm(todo, desc=spec.method, initial=len(done), total=len(episodes),
+                               disable=not progress, leave=False):
+        started = time.perf_counter()
         ep = episode_texts(texts, episode, label_words)
         preds = spec.predict(ep, embed)
-        accuracies.append(float((preds == torch.as_tensor(ep.query_labels)).float().mean()))
-    return accuracies, time.perf_counter() - started
+        accuracy = float((preds == torch.as_tensor(ep.query_labels)).float().mean())
+        took = time.perf_counter() - started
+        accuracies.append(accuracy)
+        seconds += took
+        if record is not None:
+            record(index, accuracy, took)
+    return accuracies, seconds
 
 
 def choose_setting(spec_class: type[BaselineSpec], embed: MeanPooledEmbedder, texts: Sequence[str],

@@ -4,8 +4,9 @@ test episodes as everything else.
     metaprompt baseline --method lora --config configs/demo.yaml --out runs/lora [--init pretrained|meta|both]
     metaprompt baseline --method centroid --config configs/demo.yaml --out runs/centroid [--set baseline.label_words=false]
 
-The practitioner's baselines (``centroid``, ``linear_probe``, ``setfit``: :mod:`metaprompt.baselines`)
-need no training; see :mod:`metaprompt.run.practitioner`. For PEFT methods:
+The practitioner's baselines (``centroid``, ``linear_probe``, ``ridge``, ``setfit``:
+:mod:`metaprompt.baselines`) need no training; see :mod:`metaprompt.run.practitioner`. Killed, the
+same command goes on from the next unscored episode (its ``--out`` keeps an episode log). For PEFT methods:
 
 Precedence of settings: the ``--config`` file (or the defaults), then the method's own
 defaults (its prompt settings and learning rates: ``metaprompt.tuners.<method>.METHOD.defaults``,
@@ -29,7 +30,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--method", required=True, help="a PEFT method of metaprompt.tuners (lora, bitfit, ...) or a "
                                                   "practitioner's baseline (centroid, linear_probe, setfit)")
     p.add_argument("--config", type=Path, help="YAML config (defaults when omitted)")
-    p.add_argument("--out", type=Path, required=True, help="new run directory")
+    p.add_argument("--out", type=Path, required=True,
+                   help="new run directory (a practitioner's baseline: the same one again goes on after a kill)")
     p.add_argument("--init", choices=list(INITS), default="both",
                    help="pretrained: no meta-training; meta / both: meta-train first (default both)")
     p.add_argument("--json", type=Path, help="also write the results JSON here (a new file)")
@@ -88,15 +90,16 @@ def run(args) -> int:
 
 def _practitioner(args) -> int:
     from metaprompt.config import Config
-    from metaprompt.run.practitioner import format_row, run_baseline, write_baseline
-    from metaprompt.run.rundir import check_output_file, check_run_dir
+    from metaprompt.run.practitioner import check_baseline_dir, format_row, run_baseline, write_baseline
+    from metaprompt.run.rundir import check_output_file, owned
 
     cfg = Config.load(args.config, args.overrides)
-    check_run_dir(args.out, resume=False)
+    check_baseline_dir(args.out)
     if args.json is not None:
         check_output_file(args.json, "--json", args.force)
-    results = run_baseline(cfg, args.method, progress=cfg.log.progress)
-    path = write_baseline(results, args.out)
+    with owned(args.out, "baseline"):  # one writer of the episode log and the results
+        results = run_baseline(cfg, args.method, progress=cfg.log.progress, out=args.out)
+        path = write_baseline(results, args.out)
     if args.json is not None:
         args.json.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
     print(format_row(results))

@@ -94,6 +94,11 @@ def check_run_dir(run_dir: Path, resume: bool, need_mb: float = 50.0) -> None:
         probe_dir = run_dir
         while not probe_dir.exists() and probe_dir != probe_dir.parent:
             probe_dir = probe_dir.parent
+    check_writable(run_dir, probe_dir, need_mb)
+
+
+def check_writable(run_dir: Path, probe_dir: Path, need_mb: float = 50.0) -> None:
+    """Fail early when ``probe_dir`` (``run_dir`` or its nearest existing parent) cannot take a run."""
     if not probe_dir.is_dir():
         raise RunDirError(f"cannot create {run_dir}: {probe_dir} is a file, not a directory")
     if not os.access(probe_dir, os.W_OK):
