@@ -8,7 +8,8 @@ method              how an episode is solved
 ``ridge``           ridge-regression classifier (scikit-learn) on the same embeddings: the ``ridge``
                     verbalizer's head without meta-learning
 ``setfit``          SetFit (contrastive fine-tuning of the sentence encoder + logistic head), the
-                    ``setfit`` library with its defaults; optional extra ``metaprompt[setfit]``
+                    ``setfit`` library's defaults but the paper's 20 pair iterations per example;
+                    optional extra ``metaprompt[setfit]``
 ==================  ==================================================================================
 
 With ``label_words=True`` each class's label words (the words a verbalizer starts from), joined

@@ -1,9 +1,13 @@
-"""``setfit``: SetFit (Tunstall et al. 2022) through the ``setfit`` library, with its defaults.
+"""``setfit``: SetFit (Tunstall et al. 2022) through the ``setfit`` library.
 
 Per episode a fresh copy of the sentence encoder is fine-tuned contrastively on pairs of the
-support texts (``num_iterations`` pairs per example, ``epochs``, ``batch_size``, ``body_lr``:
-the library's defaults unless set), then a logistic-regression head is fitted on its
-embeddings. Texts are cut to the same word pieces as every other method in the row
+support texts, then the library's logistic-regression head is fitted on its embeddings. The
+settings are the library's (setfit 1.x: one epoch, batch 16, body learning rate 2e-5) except the
+number of pairs: ``num_iterations=20`` positive and 20 negative pairs per support example, the
+SetFit paper's R = 20 and setfit 0.x's default. setfit 1.x's own default (``num_iterations=None``)
+draws the unique pairs, the rarer kind repeated: 80 pairs for 5-way 1-shot with label words
+instead of 400, 720 instead of 1200 at 5 shots. ``experiments/setfit_settings.py`` scores both on
+validation-class episodes. Texts are cut to the same word pieces as every other method in the row
 (``max_length``, set on the encoder). Needs the optional extra: ``pip install metaprompt[setfit]``.
 """
 from __future__ import annotations
@@ -20,8 +24,10 @@ from metaprompt.errors import UserError
 @BASELINES.register("setfit")
 @dataclass(frozen=True)
 class SetFit(BaselineSpec):
-    title = "SetFit (contrastive fine-tuning + logistic head; setfit library defaults)"
-    num_iterations: int = 20
+    title = ("SetFit (contrastive fine-tuning + logistic head; setfit library defaults but 20 pair iterations "
+             "per example, the paper's setting)")
+    #: pairs of each kind per support example; None: setfit 1.x's default (oversampled unique pairs)
+    num_iterations: int | None = 20
     epochs: int = 1
     batch_size: int = 16
     body_lr: float = 2e-5
