@@ -206,9 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     setfit = [r for r in (setfit_comparison(res["cell"], res) for res in done) if r is not None]
     if setfit:
         (OUT / "setfit.json").write_text(dumps_strict(setfit, indent=2), encoding="utf-8")
-        text += ("\n\nSetFit (the `setfit` library's defaults, label words as one more support example) on the "
-                 "first test episodes of a cell only (its cost: last column, one thread), paired on those episodes "
-                 "(`setfit.json`):\n\n" + setfit_table(setfit))
+        text += ("\n\nSetFit (the `setfit` library's defaults but the paper's 20 pair iterations per example; "
+                 "label words as one more support example) on the first test episodes of a cell only (its cost: "
+                 "last column, one thread), paired on those episodes (`setfit.json`):\n\n" + setfit_table(setfit))
     missing = [c for c in CELLS if c not in {res["cell"] for res in done}]
     if missing:
         text += (f"\n\nCells without a recipe row: {', '.join(missing)} (no recipe won on validation or none was "
