@@ -28,7 +28,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     # No argparse choices: listing them would import the methods (and torch) to build the parser;
     # an unknown name is refused with the list of methods when the command runs.
     p.add_argument("--method", required=True, help="a PEFT method of metaprompt.tuners (lora, bitfit, ...) or a "
-                                                  "practitioner's baseline (centroid, linear_probe, setfit)")
+                                                  "practitioner's baseline (centroid, linear_probe, ridge, setfit)")
     p.add_argument("--config", type=Path, help="YAML config (defaults when omitted)")
     p.add_argument("--out", type=Path, required=True,
                    help="new run directory (a practitioner's baseline: the same one again goes on after a kill)")

@@ -1,18 +1,18 @@
 """``metaprompt baseline --method centroid | linear_probe | ridge | setfit``: a practitioner's baseline on
 the fixed test episodes that ``metaprompt eval`` scores, written as a results file.
 
-No training: the baseline reads each text as the prompt classifier
-does (``data.max_text_tokens`` word pieces plus the tokenizer's special tokens), with each class's
-label words as one more support example unless ``baseline.label_words=false``. The logistic
-regression's ``C`` (the ridge classifier's ``ridge_lambda``) is chosen on validation-class
-episodes (``baseline.val_episodes``, seed ``train.val_seed``) unless ``baseline.C``
-(``baseline.ridge_lambda``) is set. The score is a row of ``references`` of the results file (``results`` is empty: there is no init), so a report pairs it, episode by episode,
-with every results file of the same ``episodes_sha256``.
+No training: the baseline reads each text as the prompt classifier does (``data.max_text_tokens``
+word pieces plus the tokenizer's special tokens), with each class's label words as one more
+support example unless ``baseline.label_words=false``. The logistic regression's ``C`` (the ridge
+classifier's ``ridge_lambda``) is chosen on validation-class episodes (``baseline.val_episodes``,
+seed ``train.val_seed``) unless ``baseline.C`` (``baseline.ridge_lambda``) is set. The score is a
+row of ``references`` of the results file (``results`` is empty: there is no init), so a report
+pairs it, episode by episode, with every results file of the same ``episodes_sha256``.
 
 Each scored episode is appended to ``results.partial.jsonl`` in the output directory as it is
 scored (:class:`~metaprompt.run.eval_progress.EpisodeScores`, fingerprinted by the config, the
 method, its settings and the episodes): run the same command again after a kill and it goes on
-from the next episode. SetFit costs 25–110 s per episode on one CPU core, so 100 episodes are hours.
+from the next episode. SetFit costs 25-160 s per episode on one CPU core, so 100 episodes take hours.
 """
 from __future__ import annotations
 
