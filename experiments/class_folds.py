@@ -89,8 +89,8 @@ def score_baselines(cfg: Config) -> dict[str, dict]:
     for method in ("centroid", "linear_probe", "ridge"):
         spec_class = BASELINES.get(method)
         if spec_class.tuned is None:
-            accs, _ = score(spec_class(), embed, texts, episodes, words)
-            out[method] = {"setting": None, "val_accuracy": mean_ci95(accs)[0], "val_ci95": mean_ci95(accs)[1]}
+            mean, ci = mean_ci95(score(spec_class(), embed, texts, episodes, words)[0])
+            out[method] = {"setting": None, "val_accuracy": mean, "val_ci95": ci}
             continue
         best, tried = choose_setting(spec_class, embed, texts, episodes, words)
         out[method] = {"setting": {spec_class.tuned[0]: best}, "val_accuracy": tried[best],

@@ -38,7 +38,7 @@ from metaprompt.baselines import BASELINES, MeanPooledEmbedder, choose_setting, 
 from metaprompt.run.jsonio import dumps_strict  # noqa: E402
 from metaprompt.run.provenance import provenance  # noqa: E402
 from metaprompt.run.setup import load_data  # noqa: E402
-from metaprompt.run.stats import fmt_pct, mean_ci95  # noqa: E402
+from metaprompt.run.stats import fmt_pct, mean_ci95, paired  # noqa: E402
 
 FROZEN = ROOT / "experiments" / "results" / "cpu" / "frozen"
 OUT = ROOT / "experiments" / "results" / "baselines"
@@ -46,11 +46,6 @@ CELLS = ("huffpost-1shot-prompt", "huffpost-5shot-prompt", "reuters-1shot-prompt
          "20news-1shot-prompt", "20news-5shot-prompt")
 METHODS = ("centroid", "linear_probe", "ridge")
 
-
-def paired(a: list[float], b: list[float]) -> dict:
-    diff = [x - y for x, y in zip(a, b)]
-    mean, ci = mean_ci95(diff)
-    return {"mean": mean, "ci95": ci, "better": sum(d > 0 for d in diff), "worse": sum(d < 0 for d in diff)}
 
 
 def run_cell(cell: str, val_episodes: int, progress: bool, methods=METHODS) -> dict:

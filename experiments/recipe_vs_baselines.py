@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from metaprompt.results import read_results, score  # noqa: E402
 from metaprompt.run.jsonio import dumps_strict  # noqa: E402
 from metaprompt.run.provenance import provenance  # noqa: E402
-from metaprompt.run.stats import fmt_pct, mean_ci95  # noqa: E402
+from metaprompt.run.stats import fmt_pct, mean_ci95, paired  # noqa: E402
 
 BASELINES = ROOT / "experiments" / "results" / "baselines"
 SETFIT = BASELINES / "setfit"
@@ -38,11 +38,6 @@ OUT = ROOT / "experiments" / "results" / "recipes"
 CELLS = ("huffpost-1shot-prompt", "huffpost-5shot-prompt", "reuters-1shot-prompt", "reuters-5shot-prompt",
          "20news-1shot-prompt", "20news-5shot-prompt")
 
-
-def paired(a: list[float], b: list[float]) -> dict:
-    diff = [x - y for x, y in zip(a, b, strict=True)]
-    mean, ci = mean_ci95(diff)
-    return {"mean": mean, "ci95": ci, "better": sum(d > 0 for d in diff), "worse": sum(d < 0 for d in diff)}
 
 
 def error_reduction(ours: float, theirs: float) -> float:
@@ -175,7 +170,7 @@ def plot(done: list[dict], setfit: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(max(6.4, 1.8 + 1.8 * len(done)), 4.2))
     names = ("committed meta init", "strongest baseline", "recipe")
     by_cell = {r["cell"]: r for r in setfit}
-    width = 0.21
+    width, labelled = 0.21, False  # the SetFit legend entries: on the first SetFit bar only
     for i, res in enumerate(done):
         best = next(r for r in res["baselines"] if r["baseline"] == res["strongest"])
         bars = [res["committed_meta_init"], best, res["recipe"]]
@@ -187,10 +182,10 @@ def plot(done: list[dict], setfit: list[dict], path: Path) -> None:
         if sf is not None:
             x = i + 1.5 * width
             ax.bar(x, 100 * sf["setfit_accuracy"][0], width * 0.95, yerr=100 * sf["setfit_accuracy"][1],
-                   color="#cc79a7", hatch="//", capsize=2,
-                   label="SetFit (first N episodes)" if not any(by_cell.get(r["cell"]) for r in done[:i]) else None)
+                   color="#cc79a7", hatch="//", capsize=2, label=None if labelled else "SetFit (first N episodes)")
             ax.plot([x - width / 2, x + width / 2], [100 * sf["recipe_accuracy"][0]] * 2, color="#0072b2", lw=2,
-                    label="recipe on those episodes" if not any(by_cell.get(r["cell"]) for r in done[:i]) else None)
+                    label=None if labelled else "recipe on those episodes")
+            labelled = True
     ax.set_xticks(range(len(done)), [r["cell"].replace("-prompt", "") for r in done])
     ax.set_ylabel("accuracy (%) ± 95% CI")
     ax.set_ylim(bottom=40)

@@ -26,7 +26,7 @@ from metaprompt.config import Config  # noqa: E402
 from metaprompt.run.jsonio import dumps_strict  # noqa: E402
 from metaprompt.run.provenance import provenance  # noqa: E402
 from metaprompt.run.setup import build_setup, fixed_episodes  # noqa: E402
-from metaprompt.run.stats import fmt_pct, mean_ci95  # noqa: E402
+from metaprompt.run.stats import fmt_pct, mean_ci95, paired  # noqa: E402
 
 SETTINGS = {"paper: 20 pair iterations per example": SetFit(num_iterations=20),
             "setfit 1.x default: oversampled unique pairs": SetFit(num_iterations=None)}
@@ -49,22 +49,20 @@ def main(argv: list[str] | None = None) -> int:
         rows[name] = {"settings": spec.settings(), "accuracies_per_episode": accs, "accuracy": mean_ci95(accs),
                       "seconds_per_episode": seconds / len(accs)}
     (a, ra), (b, rb) = rows.items()
-    diff = [x - y for x, y in zip(ra["accuracies_per_episode"], rb["accuracies_per_episode"])]
-    paired = {"first_minus_second": mean_ci95(diff), "better": sum(x > 0 for x in diff),
-              "worse": sum(x < 0 for x in diff)}
+    first_minus_second = paired(ra["accuracies_per_episode"], rb["accuracies_per_episode"])
     print(f"{d.dataset} {d.n_way}-way {d.k_shot}-shot, {len(episodes)} validation episodes "
           f"(seed {cfg.train.val_seed}), {d.max_text_tokens} word pieces, label words as one more example")
     print("| SetFit pairs | accuracy | s/episode (one thread) |\n|---|---|---|")
     for name, r in rows.items():
         print(f"| {name} | {fmt_pct(*r['accuracy'])} | {r['seconds_per_episode']:.1f} |")
-    m, ci = paired["first_minus_second"]
-    print(f"paired, first − second: {fmt_pct(m, ci)} ({paired['better']} better / {paired['worse']} worse)")
+    d = first_minus_second
+    print(f"paired, first − second: {fmt_pct(d['mean'], d['ci95'])} ({d['better']} better / {d['worse']} worse)")
     out = args.out or ROOT / "experiments/results/baselines/setfit" / f"settings-{d.dataset}-{d.k_shot}shot.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(dumps_strict({"dataset": d.dataset, "n_way": d.n_way, "k_shot": d.k_shot, "split": "val",
                                  "episodes": len(episodes), "episodes_seed": cfg.train.val_seed,
                                  "max_text_tokens": d.max_text_tokens, "model": cfg.model.name, "settings": rows,
-                                 "paired": paired, "provenance": provenance()}, indent=2), encoding="utf-8")
+                                 "first_minus_second": first_minus_second, "provenance": provenance()}, indent=2), encoding="utf-8")
     print(f"wrote {out}")
     return 0
 

@@ -70,16 +70,15 @@ def run_baseline(cfg: Config, method: str, progress: bool = True, out: Path | No
     settings, selected = choose_settings(setup, spec_class, embed, label_words)
     spec = spec_class(**settings)
     name = reference_name(method, words)
-    log = None
+    log, done = None, []
     if out is not None:
         fingerprint = eval_fingerprint({**cfg.to_dict(), "baseline_run": {"method": method, **spec.settings()}},
                                        sha, None)
         log = EpisodeScores(Path(out) / PARTIAL_FILE, fingerprint)
-        if log.done(name):
-            print(f"{method}: {len(log.done(name))} of {len(test)} episodes already scored in "
-                  f"{log.path}; going on from there")
-    accs, seconds = score(spec, embed, setup.dataset.texts, test, label_words, progress=progress,
-                          done=log.done(name) if log else (),
+        done = log.done(name)
+        if done:
+            print(f"{method}: {len(done)} of {len(test)} episodes already scored in {log.path}; going on from there")
+    accs, seconds = score(spec, embed, setup.dataset.texts, test, label_words, progress=progress, done=done,
                           record=(lambda i, a, s: log.record(name, i, a, s)) if log else None)
     mean, ci = mean_ci95(accs)
     note = ci95_note(len(accs))
@@ -102,7 +101,8 @@ def run_baseline(cfg: Config, method: str, progress: bool = True, out: Path | No
 def check_baseline_dir(out: Path) -> None:
     """``out`` must be new, empty, or hold only the episode log of a killed baseline run."""
     out = Path(out)
-    if out.is_dir() and used_entries(out) and set(used_entries(out)) <= {PARTIAL_FILE, PARTIAL_FILE + ".stale"}:
+    entries = set(used_entries(out))
+    if entries and entries <= {PARTIAL_FILE, PARTIAL_FILE + ".stale"}:
         check_writable(out, out)
     else:
         check_run_dir(out, resume=False)  # also names what is in the way

@@ -21,6 +21,14 @@ def mean_ci95(values: Sequence[float]) -> tuple[float | None, float | None]:
     return mean, 1.96 * math.sqrt(var / n)
 
 
+def paired(a: Sequence[float], b: Sequence[float]) -> dict:
+    """Episode-by-episode ``a − b`` on the same episodes: mean, 95% CI half-width, and the
+    number of episodes where ``a`` is better / worse."""
+    diff = [float(x) - float(y) for x, y in zip(a, b, strict=True)]
+    mean, ci = mean_ci95(diff)
+    return {"mean": mean, "ci95": ci, "better": sum(d > 0 for d in diff), "worse": sum(d < 0 for d in diff)}
+
+
 def ci95_note(n: int) -> str | None:
     """Why there is no CI for ``n`` values (None when there is one)."""
     if n >= 2:

@@ -152,7 +152,6 @@ class Prototypes(Scaled):
                 f"{facts.get('temperature', float('nan')):.6g} (see docs/zoo.md for the formula).")
 
 
-
 @dataclass(frozen=True)
 class LabelWordShare(Prototypes):
     """A prototypes spec whose classes also take in the state of their label words, read through
@@ -188,6 +187,7 @@ class SharesWithLabelWords(Verbalizer):
         if label_states is None:
             raise ValueError(f"verbalizer {self.kind} with label_word_share > 0 needs the label words' states")
         return torch.sigmoid(params["label_word_logit"])
+
 
 def scale_and_transform(verbalizer: Verbalizer) -> Params:
     """The meta-learned temperature, and with ``verbalizer.learn_transform`` a linear map of the
